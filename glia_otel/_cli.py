@@ -1,0 +1,50 @@
+"""The `glia` command: a thin dispatcher that imports only the subcommand it runs.
+
+`glia run` must start the user's command fast, so nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module, function, one-line help). Each function takes argv (without the subcommand) and returns
+# the process exit code.
+_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "serve": ("receiver.cli", "serve_main", "run the OTLP/HTTP receiver (embedded PostgreSQL by default)"),
+    "migrate": ("receiver.cli", "migrate_main", "apply (or roll back) the database schema migrations"),
+    "run": ("glia_otel._run", "main", "run a command and record it as a run: glia run -- CMD ARGS..."),
+    "flush": ("glia_otel._spool", "flush_main", "resend runs that were spooled while the endpoint was down"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: glia COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in _COMMANDS.items()]
+    lines += ["", "Run 'glia COMMAND --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `glia` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"glia {version('glia')}")
+        return 0
+    entry = _COMMANDS.get(args[0])
+    if entry is None:
+        print(f"glia: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name, _ = entry
+    func = getattr(importlib.import_module(module_name), func_name)
+    code: int = func(args[1:])
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
