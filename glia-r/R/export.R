@@ -1,0 +1,116 @@
+# Sending a request to the OTLP/HTTP endpoint within the export deadline, and spooling it when that fails.
+
+.retryable_statuses <- c(429L, 502L, 503L, 504L)
+
+#' POSTs one OTLP JSON request. Returns "sent", "spooled" or "dropped"; never raises.
+#' @noRd
+.export <- function(body, settings) {
+  outcome <- .post(body, settings)
+  if (identical(outcome$result, "sent")) return("sent")
+  if (identical(outcome$result, "rejected")) {
+    .log(sprintf("the endpoint %s rejected the run (HTTP %d: %s); not retrying it",
+                 settings$endpoint, outcome$status, outcome$detail))
+    return("dropped")
+  }
+  path <- .spool_write(body, settings)
+  if (is.null(path)) return("dropped")
+  .log(sprintf("could not send the run to %s (%s); spooled to %s, 'glia flush' will resend it",
+               settings$endpoint, outcome$detail, path))
+  "spooled"
+}
+
+.post <- function(body, settings) {
+  tryCatch({
+    handle <- curl::new_handle()
+    deadline <- max(1, round(settings$deadline_ms))
+    curl::handle_setopt(handle,
+      post = TRUE, postfields = body,
+      timeout_ms = deadline, connecttimeout_ms = deadline,
+      nosignal = TRUE, followlocation = FALSE
+    )
+    headers <- c(settings$headers, list("Content-Type" = "application/json", "User-Agent" = .user_agent()))
+    do.call(curl::handle_setheaders, c(list(handle), headers))
+    response <- curl::curl_fetch_memory(settings$endpoint, handle = handle)
+    status <- response$status_code
+    detail <- .response_detail(response)
+    if (status >= 200 && status < 300) {
+      .log_partial_success(detail)
+      list(result = "sent", status = status, detail = detail)
+    } else if (status %in% .retryable_statuses) {
+      list(result = "retry", status = status, detail = sprintf("HTTP %d", status))
+    } else {
+      list(result = "rejected", status = status, detail = detail)
+    }
+  }, error = function(e) list(result = "retry", status = NA_integer_, detail = conditionMessage(e)))
+}
+
+.user_agent <- function() {
+  paste0("glia-r/", as.character(utils::packageVersion("glia")))
+}
+
+.response_detail <- function(response) {
+  text <- tryCatch(rawToChar(response$content), error = function(e) "")
+  substr(text, 1, 500)
+}
+
+# The receiver answers 200 with partial_success when it could not store some spans; say so, once per message.
+.log_partial_success <- function(detail) {
+  parsed <- tryCatch(jsonlite::fromJSON(detail, simplifyVector = FALSE), error = function(e) NULL)
+  rejected <- parsed$partialSuccess$rejectedSpans
+  if (!is.null(rejected) && as.numeric(rejected) > 0) {
+    .log(sprintf("the endpoint stored the request but rejected %s span(s): %s", rejected,
+                 if (is.null(parsed$partialSuccess$errorMessage)) "" else parsed$partialSuccess$errorMessage))
+  }
+}
+
+# A spool file name: <unix-time-ns>-<pid>-<random hex>.json (docs/attributes.md).
+.spool_name <- function() {
+  sprintf("%s-%d-%s.json", .unix_nano(Sys.time()), Sys.getpid(), .random_hex(4))
+}
+
+#' Writes a request body to the spool (tmp file, then rename); returns the path, or NULL when it cannot.
+#' @noRd
+.spool_write <- function(body, settings) {
+  tryCatch({
+    dir <- settings$spool_dir
+    if (!dir.exists(dir)) dir.create(dir, recursive = TRUE, mode = "0700", showWarnings = FALSE)
+    path <- file.path(dir, .spool_name())
+    tmp <- paste0(path, ".tmp")
+    con <- file(tmp, open = "wb")
+    writeBin(charToRaw(enc2utf8(body)), con)
+    close(con)
+    if (!file.rename(tmp, path)) {
+      unlink(tmp)
+      stop("could not rename ", tmp)
+    }
+    .spool_trim(dir, settings$spool_max_bytes, keep = basename(path))
+    path
+  }, error = function(e) {
+    .log(sprintf("could not send the run to %s nor spool it under %s (%s); the run is lost",
+                 settings$endpoint, settings$spool_dir, conditionMessage(e)))
+    NULL
+  })
+}
+
+# Keeps the spool under its size bound by deleting the oldest files first (names start with the time in ns).
+.spool_trim <- function(dir, max_bytes, keep) {
+  files <- list.files(dir, full.names = FALSE)
+  files <- sort(files[!grepl("\\.tmp$", files)])
+  sizes <- file.size(file.path(dir, files))
+  sizes[is.na(sizes)] <- 0
+  total <- sum(sizes)
+  dropped <- 0L
+  for (i in seq_along(files)) {
+    if (total <= max_bytes) break
+    if (files[[i]] == keep) next
+    if (unlink(file.path(dir, files[[i]])) == 0) {
+      total <- total - sizes[[i]]
+      dropped <- dropped + 1L
+    }
+  }
+  if (dropped > 0) {
+    .log_once("spool-full", sprintf("the spool %s is over its %.0f-byte limit (GLIA_SPOOL_MAX_BYTES); dropped the %d oldest run file(s)",
+                                    dir, max_bytes, dropped))
+  }
+  invisible(dropped)
+}
