@@ -1,0 +1,53 @@
+"""Receiver settings: one object per process, from arguments, then `GLIA_*` environment variables, then defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """Where the embedded PostgreSQL lives when no `--data-dir` is given."""
+    import os
+
+    import platformdirs
+
+    if os.geteuid() == 0:
+        # root's home is usually closed to other users, and PostgreSQL refuses to run as root: keep the
+        # cluster where a system service would.
+        return Path("/var/lib/glia")
+    return Path(platformdirs.user_data_dir("glia"))
+
+
+class Settings(BaseSettings):
+    """Everything the receiver can be told. Environment variables carry the `GLIA_` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="GLIA_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset means the embedded PostgreSQL in data_dir"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=4318, ge=0, le=65535)
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+    # Request limits. The body limit applies to the bytes on the wire and again after decompression.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_attributes_per_span: int = Field(default=2048, ge=1)
+    max_attribute_value_bytes: int = Field(default=64 * 1024, ge=256)
+    max_events_per_span: int = Field(default=1024, ge=0)
+    # Spans are accepted when they start within this window around now (partitions are made on demand).
+    max_span_age_days: int = Field(default=400, ge=1)
+    max_span_future_days: int = Field(default=31, ge=1)
+
+    # Database pool: bounded, so a burst of short jobs never exhausts PostgreSQL's connections.
+    pool_min_size: int = Field(default=1, ge=0)
+    pool_max_size: int = Field(default=8, ge=1)
+    pool_acquire_timeout: float = Field(default=5.0, gt=0)
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    retry_after_seconds: int = Field(default=2, ge=1)
+    connect_timeout: float = Field(default=30.0, ge=0, description="how long start-up waits for PostgreSQL")
+
+    log_level: str = "info"
