@@ -69,7 +69,7 @@
 }
 
 .scalar_value <- function(x) {
-  if (is.na(x)) return(structure(list(), names = character()))
+  if (is.na(x) && !is.nan(x)) return(structure(list(), names = character()))
   if (inherits(x, "glia_int")) return(list(intValue = sprintf("%.0f", unclass(x))))
   if (is.logical(x)) return(list(boolValue = x))
   if (is.integer(x)) return(list(intValue = as.character(x)))

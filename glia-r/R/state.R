@@ -7,6 +7,8 @@
 .glia$logged <- character()
 .glia$global_handler <- FALSE
 .glia$exit_guard <- NULL
+# In-memory exporter for tests: a function taking the JSON body instead of sending it.
+.glia$exporter <- NULL
 
 # Telemetry problems go to stderr directly rather than through message()/warning(): a condition could reach the
 # user's own handlers, and the client must never change how the user's code behaves.

@@ -60,12 +60,11 @@ glia_stop <- function(tr) {
 #'   "function"`) and returns what `f` returns.
 #' @export
 glia_wrap <- function(f, name = NULL) {
-  f <- match.fun(f)
   if (is.null(name)) {
     label <- substitute(f)
     name <- if (is.name(label)) as.character(label) else "function"
   }
-  force(name)
+  f <- match.fun(f)
   wrapper <- function(...) {
     run <- .start_run(name, list(), "function")
     if (is.null(run)) return(f(...))
@@ -229,7 +228,7 @@ print.glia_tracker <- function(x, ...) {
       .usage_attributes(run$start, end, peak, run$memory_method)
     )
     body <- .export_request_json(.resource(run$settings), list(run))
-    run$outcome <- .export(body, run$settings)
+    run$outcome <- if (is.null(.glia$exporter)) .export(body, run$settings) else .glia$exporter(body)
   }, "exporting a run")
   invisible(NULL)
 }

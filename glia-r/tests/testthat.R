@@ -1,0 +1,4 @@
+library(testthat)
+library(glia)
+
+test_check("glia")

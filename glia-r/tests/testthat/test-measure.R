@@ -1,0 +1,101 @@
+skip_if_no_proc <- function() {
+  skip_if_not(file.exists("/proc/self/status"), "no /proc")
+}
+
+run_attrs <- function(code) {
+  out <- capture_requests(code)
+  lapply(out$requests, function(r) attrs_of(span_of(r)))
+}
+
+allocate <- function(bytes) {
+  x <- rep(1, bytes / 8)
+  length(x)
+}
+
+number <- function(value) as.numeric(value[[1]])
+
+test_that("the peak RSS of a 200 MiB allocation is measured by resetting VmHWM", {
+  skip_if_no_proc()
+  invisible(gc())
+  before <- glia:::.rss_bytes()
+  a <- run_attrs(glia_track(allocate(200 * mib)))[[1]]
+  invisible(gc())
+  expect_identical(a[["glia.memory.peak_rss_method"]]$stringValue, "hwm-reset")
+  peak <- number(a[["glia.memory.peak_rss_bytes"]])
+  expect_gt(peak, 200 * mib)
+  expect_lt(abs((peak - before) - 200 * mib), 0.1 * 200 * mib)
+})
+
+test_that("an inner run's reset does not hide the outer run's earlier peak", {
+  skip_if_no_proc()
+  invisible(gc())
+  before <- glia:::.rss_bytes()
+  spans <- run_attrs(glia_track({
+    allocate(300 * mib)
+    invisible(gc())
+    glia_track(allocate(50 * mib), name = "inner")
+  }, name = "outer"))
+  inner <- number(spans[[1]][["glia.memory.peak_rss_bytes"]])
+  outer <- number(spans[[2]][["glia.memory.peak_rss_bytes"]])
+  expect_lt(abs((outer - before) - 300 * mib), 0.1 * 300 * mib)
+  expect_lt(inner, outer - 150 * mib)
+  expect_gt(inner - before, 40 * mib)
+})
+
+test_that("an inner run's peak counts for the outer run after a later reset", {
+  skip_if_no_proc()
+  invisible(gc())
+  before <- glia:::.rss_bytes()
+  spans <- run_attrs(glia_track({
+    glia_track(allocate(250 * mib), name = "first")
+    invisible(gc())
+    glia_track(1, name = "second")
+  }, name = "outer"))
+  outer <- number(spans[[3]][["glia.memory.peak_rss_bytes"]])
+  expect_gt(outer - before, 0.9 * 250 * mib)
+})
+
+test_that("without /proc the method says the RSS was sampled", {
+  state <- get(".glia", envir = asNamespace("glia"))
+  old <- state$memory_method
+  state$memory_method <- "sampled"
+  on.exit(state$memory_method <- old)
+  a <- run_attrs(glia_track(glia_set(x = 1)))[[1]]
+  expect_identical(a[["glia.memory.peak_rss_method"]]$stringValue, "sampled")
+  expect_gt(number(a[["glia.memory.peak_rss_bytes"]]), 10 * mib)
+})
+
+test_that("CPU time counts the process and its children", {
+  busy <- function(seconds) {
+    t0 <- proc.time()[["elapsed"]]
+    while (proc.time()[["elapsed"]] - t0 < seconds) sum(runif(1000))
+  }
+  a <- run_attrs(glia_track(busy(0.4)))[[1]]
+  user <- a[["glia.cpu.user_seconds"]]$doubleValue
+  system <- a[["glia.cpu.system_seconds"]]$doubleValue
+  expect_gt(user + system, 0.25)
+  expect_gt(a[["glia.cpu.percent"]]$doubleValue, 50)
+  expect_lt(a[["glia.cpu.percent"]]$doubleValue, 150)
+  skip_if_not(nzchar(Sys.which("sh")))
+  a <- run_attrs(glia_track(system2("sh", c("-c", shQuote("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")))))[[1]]
+  expect_gt(a[["glia.cpu.user_seconds"]]$doubleValue + a[["glia.cpu.system_seconds"]]$doubleValue, 0.05)
+})
+
+test_that("I/O bytes written are counted", {
+  skip_if_not(file.exists("/proc/self/io"), "no /proc/self/io")
+  path <- tempfile()
+  on.exit(unlink(path))
+  a <- run_attrs(glia_track(writeBin(as.raw(rep(1:255, length.out = 20 * mib)), path)))[[1]]
+  written <- number(a[["glia.io.write_bytes"]])
+  expect_gte(written, 19 * mib)
+  expect_match(a[["glia.io.read_bytes"]]$intValue, "^[0-9]+$")
+})
+
+test_that("wall time is the span's duration", {
+  out <- capture_requests(glia_track(Sys.sleep(0.3)))
+  span <- span_of(out$requests[[1]])
+  duration <- (as.numeric(span$endTimeUnixNano) - as.numeric(span$startTimeUnixNano)) / 1e9
+  expect_gt(duration, 0.29)
+  expect_lt(duration, 1)
+  expect_lt(attrs_of(span)[["glia.cpu.percent"]]$doubleValue, 30)
+})

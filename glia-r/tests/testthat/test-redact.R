@@ -1,0 +1,30 @@
+test_that("values of secret flags are redacted, separate or after =", {
+  r <- glia:::.redact_args
+  expect_identical(r(c("x.R", "--password", "p", "--n", "3")), c("x.R", "--password", "REDACTED", "--n", "3"))
+  expect_identical(r(c("--token=abc", "--api-key", "k", "--api_key=k", "-secret", "s")),
+                   c("--token=REDACTED", "--api-key", "REDACTED", "--api_key=REDACTED", "-secret", "REDACTED"))
+  expect_identical(r(c("--db-password=x", "--Auth-Token", "t", "--passwd", "p", "--apikey=z")),
+                   c("--db-password=REDACTED", "--Auth-Token", "REDACTED", "--passwd", "REDACTED", "--apikey=REDACTED"))
+})
+
+test_that("NAME_KEY= style assignments are redacted", {
+  r <- glia:::.redact_args
+  expect_identical(r(c("AWS_SECRET_KEY=abc", "GH_TOKEN=t", "DB_PASSWORD=p", "MY_SECRET=s", "api_key=z")),
+                   c("AWS_SECRET_KEY=REDACTED", "GH_TOKEN=REDACTED", "DB_PASSWORD=REDACTED", "MY_SECRET=REDACTED",
+                     "api_key=REDACTED"))
+})
+
+test_that("ordinary arguments are left alone", {
+  r <- glia:::.redact_args
+  args <- c("--tokens", "5", "--keyfile", "k", "KEYBOARD=1", "--sort-key", "name", "--file=x.R", "token")
+  expect_identical(r(args), args)
+  expect_identical(r(c("--password")), "--password")
+})
+
+test_that("GLIA_RECORD_ARGS=false leaves the arguments out", {
+  on <- glia:::.compute_resource(list(record_args = TRUE))
+  off <- glia:::.compute_resource(list(record_args = FALSE))
+  expect_true("process.command_args" %in% names(on))
+  expect_false("process.command_args" %in% names(off))
+  with_env(c(GLIA_RECORD_ARGS = "false"), expect_false(glia:::.settings()$record_args))
+})
