@@ -79,7 +79,10 @@ def serve_main(argv: list[str]) -> int:
             timeout_graceful_shutdown=10,
         )
         server = uvicorn.Server(config)
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            pass  # uvicorn re-raises the Ctrl-C it handled; the server has already shut down
         return 0 if server.started else 1
     except (GliaError, OSError) as exc:
         log.error("%s", exc)

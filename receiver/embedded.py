@@ -14,11 +14,13 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import EmbeddedPostgresError
 
@@ -112,9 +114,17 @@ class EmbeddedPostgres:
         return url
 
     def stop(self) -> None:
-        """Stop the cluster (fast shutdown: sessions are ended, committed data is safe)."""
-        if self.running():
-            self._pg_ctl("stop", "-w", "-m", "fast", "-t", "60")
+        """Stop the cluster (fast shutdown: sessions are ended, committed data is safe).
+
+        A second Ctrl-C while it stops is ignored, so PostgreSQL is never left half-stopped.
+        """
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            if self.running():
+                self._pg_ctl("stop", "-w", "-m", "fast", "-t", "60")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def running(self) -> bool:
         """Whether the cluster's postmaster is up."""
@@ -137,13 +147,16 @@ class EmbeddedPostgres:
 
     def _exec(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(bin_dir() / argv[0]), *argv[1:]]
+        # drop the group and supplementary groups too, not only the uid
+        as_user: dict[str, Any] = {"user": self._run_as, "group": self._run_as, "extra_groups": []} if self._run_as else {}
         result = subprocess.run(
             argv,
-            user=self._run_as,
+            **as_user,
             capture_output=True,
             text=True,
             cwd="/",
             env={**os.environ, "LC_ALL": "C.UTF-8"},
+            start_new_session=True,  # a Ctrl-C at the terminal is ours to handle, not pg_ctl's
         )
         if check and result.returncode != 0:
             raise EmbeddedPostgresError(
