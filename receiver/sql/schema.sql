@@ -1,0 +1,161 @@
+-- The current Glia schema in one readable file. It must equal what migrations/ produce (tests/integration/test_schema.py
+-- checks): change both together.
+
+
+CREATE TABLE spans (
+    trace_id                  text        NOT NULL,  -- 32 lowercase hex digits
+    span_id                   text        NOT NULL,  -- 16 lowercase hex digits
+    start_time                timestamptz NOT NULL,
+    parent_span_id            text,
+    trace_state               text,
+    name                      text        NOT NULL,
+    kind                      smallint    NOT NULL DEFAULT 0,  -- OTLP SpanKind
+    status_code               smallint    NOT NULL DEFAULT 0,  -- 0 unset, 1 ok, 2 error
+    status_message            text,
+    end_time                  timestamptz NOT NULL,
+    start_time_unix_nano      bigint      NOT NULL,
+    duration_ns               bigint      NOT NULL,
+    scope_name                text,
+    scope_version             text,
+    -- resource attributes of the attribute contract (docs/attributes.md)
+    service_name              text,
+    service_instance_id       text,
+    host_name                 text,
+    host_arch                 text,
+    os_type                   text,
+    os_description            text,
+    process_pid               bigint,
+    process_parent_pid        bigint,
+    process_executable_name   text,
+    process_executable_path   text,
+    process_command_args      text[],
+    process_owner             text,
+    process_working_directory text,
+    process_runtime_name      text,
+    process_runtime_version   text,
+    script_path               text,
+    script_sha256             text,
+    -- span attributes of the attribute contract
+    run_kind                  text,
+    exit_code                 integer,
+    cpu_user_seconds          double precision,
+    cpu_system_seconds        double precision,
+    cpu_percent               double precision,
+    peak_rss_bytes            bigint,
+    peak_rss_method           text,
+    io_read_bytes             bigint,
+    io_write_bytes            bigint,
+    -- everything else
+    attributes                jsonb       NOT NULL DEFAULT '{}',
+    resource                  jsonb       NOT NULL DEFAULT '{}',
+    events                    jsonb       NOT NULL DEFAULT '[]',
+    links                     jsonb       NOT NULL DEFAULT '[]',
+    dropped_attributes_count  integer     NOT NULL DEFAULT 0,
+    received_at               timestamptz NOT NULL DEFAULT now(),
+    -- trace_id first: the Citus distribution key must be in every unique index
+    PRIMARY KEY (trace_id, span_id, start_time)
+) PARTITION BY RANGE (start_time);
+
+CREATE INDEX spans_start_time_idx ON spans (start_time DESC);
+CREATE INDEX spans_service_time_idx ON spans (service_name, start_time DESC);
+CREATE INDEX spans_owner_time_idx ON spans (process_owner, start_time DESC);
+CREATE INDEX spans_host_time_idx ON spans (host_name, start_time DESC);
+CREATE INDEX spans_script_sha_idx ON spans (script_sha256) WHERE script_sha256 IS NOT NULL;
+CREATE INDEX spans_parent_idx ON spans (trace_id, parent_span_id);
+CREATE INDEX spans_attributes_idx ON spans USING gin (attributes jsonb_path_ops);
+
+CREATE TABLE metric_points (
+    point_id             uuid        NOT NULL,  -- hash of the point's identity: a resent batch adds nothing
+    time                 timestamptz NOT NULL,
+    time_unix_nano       bigint      NOT NULL,
+    start_time_unix_nano bigint,
+    metric_name          text        NOT NULL,
+    unit                 text,
+    metric_type          text        NOT NULL,  -- gauge, sum, histogram, exponential_histogram, summary
+    value                double precision,      -- gauge and sum points; the sum for the others
+    count                bigint,                 -- histogram and summary points
+    data                 jsonb,                  -- buckets, quantiles, min, max
+    is_monotonic         boolean,
+    service_name         text,
+    service_instance_id  text,
+    trace_id             text,                   -- from the point's glia.trace_id attribute or an exemplar
+    span_id              text,
+    attributes           jsonb       NOT NULL DEFAULT '{}',
+    resource             jsonb       NOT NULL DEFAULT '{}',
+    scope_name           text,
+    received_at          timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (point_id, time)
+) PARTITION BY RANGE (time);
+
+CREATE INDEX metric_points_name_time_idx ON metric_points (metric_name, time DESC);
+CREATE INDEX metric_points_instance_time_idx ON metric_points (service_instance_id, time);
+CREATE INDEX metric_points_trace_idx ON metric_points (trace_id, span_id) WHERE trace_id IS NOT NULL;
+
+-- Creates the monthly partition of `parent` (spans or metric_points) holding `at`, if it is missing.
+-- Partition names are derived from the date only (spans_2026_11), never from request data.
+CREATE FUNCTION glia_ensure_partition(parent regclass, at timestamptz) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    month_start timestamptz := date_trunc('month', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    part_name   text := format('%s_%s', parent::text, to_char(month_start AT TIME ZONE 'UTC', 'YYYY_MM'));
+BEGIN
+    IF to_regclass(part_name) IS NULL THEN
+        -- serialise concurrent creators (several receivers) on this partition name
+        PERFORM pg_advisory_xact_lock(hashtext(part_name));
+        EXECUTE format('CREATE TABLE IF NOT EXISTS %I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                       part_name, parent, month_start, month_start + interval '1 month');
+    END IF;
+    RETURN part_name;
+END
+$$;
+
+-- Creates this month's partitions and the next `months_ahead` months' for both tables.
+CREATE FUNCTION glia_ensure_partitions_ahead(months_ahead integer DEFAULT 2) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 0..months_ahead LOOP
+        PERFORM glia_ensure_partition('spans', now() + make_interval(months => i));
+        PERFORM glia_ensure_partition('metric_points', now() + make_interval(months => i));
+    END LOOP;
+END
+$$;
+
+SELECT glia_ensure_partitions_ahead(2);
+
+-- Runs: every span glia tracked and every root span, with the names users think in.
+CREATE VIEW runs AS
+SELECT
+    s.span_id                                        AS run_id,
+    s.trace_id,
+    s.parent_span_id                                 AS parent_run_id,
+    s.name                                           AS run_name,
+    s.service_name                                   AS program_name,
+    s.run_kind,
+    s.process_owner                                  AS user_name,
+    s.host_name,
+    s.os_type,
+    s.process_runtime_name || coalesce(' ' || s.process_runtime_version, '') AS runtime,
+    s.script_path,
+    s.script_sha256,
+    s.process_command_args                           AS command_args,
+    s.process_working_directory                      AS working_directory,
+    CASE s.status_code WHEN 2 THEN 'error' WHEN 1 THEN 'ok' ELSE 'unset' END AS status,
+    s.status_message,
+    s.exit_code,
+    s.start_time                                     AS started_at,
+    s.end_time                                       AS ended_at,
+    s.duration_ns / 1e9::double precision            AS wall_seconds,
+    s.cpu_user_seconds,
+    s.cpu_system_seconds,
+    s.cpu_user_seconds + s.cpu_system_seconds        AS cpu_seconds,
+    s.cpu_percent,
+    s.peak_rss_bytes,
+    s.peak_rss_bytes / 1024                          AS max_rss_kb,
+    s.peak_rss_method,
+    s.io_read_bytes,
+    s.io_write_bytes,
+    s.service_instance_id,
+    s.attributes,
+    s.resource
+FROM spans s
+WHERE s.parent_span_id IS NULL OR s.run_kind IS NOT NULL;
