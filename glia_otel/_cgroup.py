@@ -1,0 +1,135 @@
+"""A throw-away memory cgroup for `glia run`, so the whole process tree's peak comes from the kernel.
+
+cgroup v2 (`memory.peak`) where the memory controller is enabled for our cgroup's children; else cgroup v1's
+memory hierarchy (`memory.max_usage_in_bytes`, the same high-water mark under its v1 name). The cgroup is made
+under the one glia itself runs in, so limits set above still apply.
+Without either, `glia run` samples instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+
+@dataclass
+class Cgroup:
+    """A cgroup made for one command."""
+
+    path: str
+    peak_file: str
+    version: int
+
+    def peak_bytes(self) -> int | None:
+        """The cgroup's memory high-water mark in bytes."""
+        try:
+            with open(os.path.join(self.path, self.peak_file), "rb") as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def remove(self) -> None:
+        """Move any process left behind (a daemonized grandchild) to the parent cgroup, then remove it."""
+        parent = os.path.dirname(self.path)
+        for _ in range(3):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                try:
+                    with open(os.path.join(self.path, "cgroup.procs"), "rb") as f:
+                        pids = f.read().split()
+                    for pid in pids:
+                        with open(os.path.join(parent, "cgroup.procs"), "wb") as out:
+                            out.write(pid)
+                except OSError:
+                    return
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, fs type, super options) of the cgroup mounts."""
+    out = []
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, rfields = left.split(), right.split()
+                if len(fields) > 4 and rfields and rfields[0] in ("cgroup", "cgroup2"):
+                    out.append((fields[4], rfields[0], rfields[2] if len(rfields) > 2 else ""))
+    except OSError:
+        pass
+    return out
+
+
+def _own_cgroups() -> tuple[str | None, str | None]:
+    """(v2 path, v1 memory path) of this process, from /proc/self/cgroup."""
+    v2 = v1 = None
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            for line in f:
+                hid, controllers, path = line.rstrip("\n").split(":", 2)
+                if hid == "0" and controllers == "":
+                    v2 = path
+                elif "memory" in controllers.split(","):
+                    v1 = path
+    except (OSError, ValueError):
+        pass
+    return v2, v1
+
+
+def create(tag: str) -> Cgroup | None:
+    """Make a memory cgroup for one command, or None where that is not possible here."""
+    mounts = _mounts()
+    v2_path, v1_path = _own_cgroups()
+    name = f"glia-{os.getpid()}-{tag}"
+    if v2_path is not None:
+        for point, fstype, _ in mounts:
+            if fstype != "cgroup2":
+                continue
+            base = point + v2_path.rstrip("/") if v2_path != "/" else point
+            try:
+                with open(os.path.join(base, "cgroup.subtree_control"), encoding="ascii") as f:
+                    enabled = f.read().split()
+            except OSError:
+                continue
+            if "memory" not in enabled:
+                continue
+            made = _mkdir(os.path.join(base, name), "memory.peak", 2)
+            if made is not None:
+                return made
+    if v1_path is not None:
+        for point, fstype, opts in mounts:
+            if fstype == "cgroup" and "memory" in opts.split(","):
+                base = point + v1_path.rstrip("/") if v1_path != "/" else point
+                made = _mkdir(os.path.join(base, name), "memory.max_usage_in_bytes", 1)
+                if made is not None:
+                    return made
+    return None
+
+
+def _mkdir(path: str, peak_file: str, version: int) -> Cgroup | None:
+    try:
+        os.mkdir(path)
+    except OSError:
+        return None
+    if not os.path.exists(os.path.join(path, peak_file)):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+        return None
+    return Cgroup(path, peak_file, version)
+
+
+def enter(cg: Cgroup) -> bool:
+    """Move the calling process into the cgroup (run in the child between fork and exec)."""
+    try:
+        fd = os.open(os.path.join(cg.path, "cgroup.procs"), os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+        return True
+    except OSError:
+        return False

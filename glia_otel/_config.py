@@ -1,0 +1,237 @@
+"""Settings of the client, read from the standard `OTEL_*` variables and the few `GLIA_*` ones.
+
+Precedence follows the OpenTelemetry SDK: argument > signal-specific `OTEL_*` > generic `OTEL_*` > default.
+Malformed values raise `ValueError` here, at `configure()`, never later at exit. This module imports only the
+standard library, because `glia run` reads it before the command starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_ENDPOINT = "http://localhost:4318"
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_EXPORT_DEADLINE_S = 0.25
+DEFAULT_SPOOL_MAX_BYTES = 100 * 1024 * 1024
+DEFAULT_METRICS_INTERVAL_S = 10.0
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the client needs to know about where and how to send runs."""
+
+    traces_endpoint: str = f"{DEFAULT_ENDPOINT}/v1/traces"
+    metrics_endpoint: str = f"{DEFAULT_ENDPOINT}/v1/metrics"
+    traces_headers: Mapping[str, str] = field(default_factory=dict)
+    metrics_headers: Mapping[str, str] = field(default_factory=dict)
+    traces_timeout_s: float = DEFAULT_TIMEOUT_S
+    metrics_timeout_s: float = DEFAULT_TIMEOUT_S
+    traces_compression: str = "gzip"
+    metrics_compression: str = "gzip"
+    service_name: str | None = None
+    resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    spool_dir: Path = field(default_factory=lambda: Path("~/.local/state/glia/spool").expanduser())
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
+    export_deadline_s: float = DEFAULT_EXPORT_DEADLINE_S
+    disabled: bool = False
+    record_args: bool = True
+    metrics_enabled: bool = True
+    metrics_interval_s: float = DEFAULT_METRICS_INTERVAL_S
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """Parse a boolean variable; anything but the usual spellings is a `ValueError`."""
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"{name}={value!r}: expected true or false")
+
+
+def parse_headers(name: str, value: str) -> dict[str, str]:
+    """Parse `key1=value1,key2=value2` (values URL-encoded, as the OTLP exporter spec says)."""
+    headers: dict[str, str] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        key = unquote(key.strip())
+        if not sep or not key:
+            raise ValueError(f"{name}: malformed entry {item.strip()!r}, expected key=value")
+        headers[key.lower()] = unquote(val.strip())
+    return headers
+
+
+def parse_resource_attributes(name: str, value: str) -> dict[str, str]:
+    """Parse `OTEL_RESOURCE_ATTRIBUTES` (same `k=v,k=v` syntax as headers, keys kept as given)."""
+    attrs: dict[str, str] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        key = unquote(key.strip())
+        if not sep or not key:
+            raise ValueError(f"{name}: malformed entry {item.strip()!r}, expected key=value")
+        attrs[key] = unquote(val.strip())
+    return attrs
+
+
+def parse_timeout_ms(name: str, value: str) -> float:
+    """Parse a timeout in milliseconds (the OTLP exporter spec's unit) into seconds."""
+    try:
+        ms = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a number of milliseconds") from None
+    if not ms > 0 or ms != ms or ms == float("inf"):
+        raise ValueError(f"{name}={value!r}: expected a positive number of milliseconds")
+    return ms / 1000.0
+
+
+def parse_compression(name: str, value: str) -> str:
+    """Only `gzip` and `none` exist for OTLP/HTTP."""
+    v = value.strip().lower()
+    if v not in ("gzip", "none"):
+        raise ValueError(f"{name}={value!r}: expected gzip or none")
+    return v
+
+
+def parse_endpoint(name: str, value: str) -> str:
+    """Check that an endpoint is an http(s) URL with a host."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name}={value!r}: expected an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: bad port") from None
+    return value.strip()
+
+
+def parse_int(name: str, value: str, minimum: int = 0) -> int:
+    """Parse a non-negative integer."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected an integer") from None
+    if n < minimum:
+        raise ValueError(f"{name}={value!r}: must be at least {minimum}")
+    return n
+
+
+def default_spool_dir(env: Mapping[str, str]) -> Path:
+    """`GLIA_SPOOL_DIR`, else `$XDG_STATE_HOME/glia/spool`, else `~/.local/state/glia/spool`."""
+    if env.get("GLIA_SPOOL_DIR"):
+        return Path(env["GLIA_SPOOL_DIR"]).expanduser()
+    if env.get("XDG_STATE_HOME"):
+        return Path(env["XDG_STATE_HOME"]).expanduser() / "glia" / "spool"
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "state" / "glia" / "spool"
+
+
+def _signal(env: Mapping[str, str], signal: str, suffix: str) -> tuple[str, str] | None:
+    """The signal-specific variable if set, else the generic one: returns (name, value)."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}"):
+        value = env.get(name)
+        if value is not None and value.strip() != "":
+            return name, value
+    return None
+
+
+def _endpoint(env: Mapping[str, str], signal: str, path: str, override: str | None) -> str:
+    if override is not None:
+        return parse_endpoint("endpoint", override).rstrip("/") + path
+    specific = env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", "").strip()
+    if specific:
+        # The signal-specific endpoint is used as is (OTLP exporter spec).
+        return parse_endpoint(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT", specific)
+    generic = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    if generic:
+        return parse_endpoint("OTEL_EXPORTER_OTLP_ENDPOINT", generic).rstrip("/") + path
+    return DEFAULT_ENDPOINT + path
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    endpoint: str | None = None,
+    service_name: str | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    export_deadline_ms: float | None = None,
+    record_args: bool | None = None,
+    metrics: bool | None = None,
+    metrics_interval_ms: float | None = None,
+) -> Settings:
+    """Build `Settings` from arguments and the environment; raises `ValueError` on a malformed value."""
+    env = os.environ if env is None else env
+
+    protocol = _signal(env, "TRACES", "PROTOCOL")
+    if protocol is not None and protocol[1].strip() != "http/protobuf":
+        raise ValueError(f"{protocol[0]}={protocol[1]!r}: glia_otel sends only http/protobuf")
+
+    def headers(signal: str) -> dict[str, str]:
+        found = _signal(env, signal, "HEADERS")
+        return parse_headers(*found) if found else {}
+
+    def timeout(signal: str) -> float:
+        found = _signal(env, signal, "TIMEOUT")
+        return parse_timeout_ms(*found) if found else DEFAULT_TIMEOUT_S
+
+    def compression(signal: str) -> str:
+        found = _signal(env, signal, "COMPRESSION")
+        return parse_compression(*found) if found else "gzip"
+
+    resource = parse_resource_attributes("OTEL_RESOURCE_ATTRIBUTES", env.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+    name = service_name or env.get("OTEL_SERVICE_NAME", "").strip() or resource.get("service.name") or None
+
+    if export_deadline_ms is None and env.get("GLIA_EXPORT_DEADLINE_MS", "").strip():
+        deadline_s = parse_timeout_ms("GLIA_EXPORT_DEADLINE_MS", env["GLIA_EXPORT_DEADLINE_MS"])
+    elif export_deadline_ms is not None:
+        deadline_s = parse_timeout_ms("export_deadline_ms", str(export_deadline_ms))
+    else:
+        deadline_s = DEFAULT_EXPORT_DEADLINE_S
+
+    disabled = parse_bool("OTEL_SDK_DISABLED", env.get("OTEL_SDK_DISABLED", "false")) or parse_bool(
+        "GLIA_DISABLED", env.get("GLIA_DISABLED", "false")
+    )
+    if record_args is None:
+        record_args = parse_bool("GLIA_RECORD_ARGS", env.get("GLIA_RECORD_ARGS", "true"))
+
+    if metrics is None:
+        exporter = env.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower()
+        metrics = exporter != "none"
+    if metrics_interval_ms is not None:
+        interval_s = parse_timeout_ms("metrics_interval_ms", str(metrics_interval_ms))
+    elif env.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip():
+        interval_s = parse_timeout_ms("OTEL_METRIC_EXPORT_INTERVAL", env["OTEL_METRIC_EXPORT_INTERVAL"])
+    else:
+        interval_s = DEFAULT_METRICS_INTERVAL_S
+
+    return Settings(
+        traces_endpoint=_endpoint(env, "TRACES", "/v1/traces", endpoint),
+        metrics_endpoint=_endpoint(env, "METRICS", "/v1/metrics", endpoint),
+        traces_headers=headers("TRACES"),
+        metrics_headers=headers("METRICS"),
+        traces_timeout_s=timeout("TRACES"),
+        metrics_timeout_s=timeout("METRICS"),
+        traces_compression=compression("TRACES"),
+        metrics_compression=compression("METRICS"),
+        service_name=name,
+        resource_attributes=resource,
+        spool_dir=Path(spool_dir).expanduser() if spool_dir is not None else default_spool_dir(env),
+        spool_max_bytes=parse_int("GLIA_SPOOL_MAX_BYTES", env.get("GLIA_SPOOL_MAX_BYTES", "").strip())
+        if env.get("GLIA_SPOOL_MAX_BYTES", "").strip()
+        else DEFAULT_SPOOL_MAX_BYTES,
+        export_deadline_s=deadline_s,
+        disabled=disabled,
+        record_args=record_args,
+        metrics_enabled=metrics,
+        metrics_interval_s=interval_s,
+    )

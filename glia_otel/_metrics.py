@@ -1,0 +1,149 @@
+"""Periodic process samples for long runs (`process.memory.usage`, `process.cpu.time`, ...) to `/v1/metrics`.
+
+Sampling starts only once a run has lasted one interval (`OTEL_METRIC_EXPORT_INTERVAL`, glia default 10 s), so
+short blocks never pay for it. The points share the run's resource (`service.instance.id`), which links them
+to the process's runs; their timestamps place them inside a run's span. `OTEL_METRICS_EXPORTER=none` or
+`configure(metrics=False)` turns sampling off.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from ._config import Settings
+from ._log import warn_once
+
+PROCESS_METRICS: dict[str, list[str] | None] = {
+    "process.memory.usage": None,
+    "process.memory.virtual": None,
+    "process.cpu.time": ["user", "system"],
+    "process.cpu.utilization": ["user", "system"],
+    "process.disk.io": ["read", "write"],
+    "process.thread.count": None,
+}
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_resource: dict[str, Any] = {}
+_active = 0
+_timer: threading.Timer | None = None
+_provider: Any = None
+_instrumentor: Any = None
+_exiting = False
+
+
+def reconfigure(settings: Settings, resource: Mapping[str, Any]) -> None:
+    """Remember the settings and resource for when sampling starts."""
+    global _settings, _resource
+    with _lock:
+        _settings = settings
+        _resource = dict(resource)
+
+
+def run_started() -> None:
+    """A run began: arm the timer that starts sampling if runs are still going one interval later."""
+    global _active, _timer
+    with _lock:
+        _active += 1
+        if _settings is None or not _settings.metrics_enabled or _provider is not None or _timer is not None:
+            return
+        _timer = threading.Timer(_settings.metrics_interval_s, _start_sampling)
+        _timer.daemon = True
+        _timer.name = "glia-metrics-start"
+        _timer.start()
+
+
+def run_ended() -> None:
+    """A run ended: with none left and sampling not yet started, disarm the timer."""
+    global _active, _timer
+    with _lock:
+        _active = max(0, _active - 1)
+        if _active == 0 and _timer is not None:
+            _timer.cancel()
+            _timer = None
+
+
+def is_sampling() -> bool:
+    """Whether process samples are being exported."""
+    return _provider is not None
+
+
+def _start_sampling() -> None:
+    global _provider, _instrumentor, _timer
+    with _lock:
+        _timer = None
+        settings = _settings
+        if settings is None or _active == 0 or _provider is not None:
+            return
+    try:
+        from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+
+        reader = PeriodicExportingMetricReader(
+            _exporter(settings), export_interval_millis=settings.metrics_interval_s * 1000
+        )
+        provider = MeterProvider(
+            resource=Resource(_resource), metric_readers=[reader], shutdown_on_exit=False
+        )
+        instrumentor = SystemMetricsInstrumentor(config=PROCESS_METRICS)
+        instrumentor.instrument(meter_provider=provider)
+        with _lock:
+            _provider, _instrumentor = provider, instrumentor
+    except Exception as e:
+        warn_once("metrics-start", "could not start process sampling: %s: %s", type(e).__name__, e)
+
+
+def _exporter(settings: Settings) -> Any:
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+
+    from ._deliver import deliver
+
+    class GliaMetricExporter(MetricExporter):
+        """Posts metric requests; spools them when the endpoint is down."""
+
+        def export(
+            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> MetricExportResult:
+            try:
+                body = encode_metrics(metrics_data).SerializeToString()
+                timeout = settings.export_deadline_s if _exiting else settings.metrics_timeout_s
+                ok = deliver(settings, "metrics", body, timeout)
+            except Exception as e:
+                warn_once("metrics-export", "metric export failed: %s: %s", type(e).__name__, e)
+                return MetricExportResult.FAILURE
+            return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            return None
+
+    return GliaMetricExporter()
+
+
+def shutdown() -> None:
+    """Stop sampling, exporting a last point within the exit deadline."""
+    global _provider, _instrumentor, _timer, _exiting
+    with _lock:
+        if _timer is not None:
+            _timer.cancel()
+            _timer = None
+        provider, instrumentor = _provider, _instrumentor
+        _provider = _instrumentor = None
+        _exiting = True
+    if provider is None:
+        return
+    try:
+        instrumentor.uninstrument()
+        deadline_ms = (_settings.export_deadline_s if _settings else 0.25) * 1000
+        provider.shutdown(timeout_millis=deadline_ms)
+    except Exception as e:
+        warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
+    finally:
+        _exiting = False

@@ -1,0 +1,186 @@
+"""The span pipeline glia installs when the application has none: a processor that exports in the background
+and, at exit, within a short deadline, spooling every request it could not deliver.
+
+Replaces the stock BatchSpanProcessor + OTLPSpanExporter, which with the endpoint down block a script's exit
+for seconds and then drop its spans.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import SpanProcessor
+
+from ._config import Settings
+from ._deliver import deliver, spool_body
+from ._log import warn_once
+from ._otlp import SpanData, encode_request
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import ReadableSpan, Span
+
+_MAX_BATCH = 512
+
+
+def to_span_data(span: ReadableSpan) -> SpanData:
+    """Convert an SDK span into the encoder's plain form."""
+    ctx = span.context
+    parent = span.parent
+    events = [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events]
+    links = [(ln.context.trace_id, ln.context.span_id, dict(ln.attributes or {})) for ln in span.links]
+    flags = (int(ctx.trace_flags) if ctx is not None else 1) | 0x100
+    if parent is not None and parent.is_remote:
+        flags |= 0x200
+    return SpanData(
+        trace_id=ctx.trace_id if ctx is not None else 0,
+        span_id=ctx.span_id if ctx is not None else 0,
+        name=span.name,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or 0,
+        parent_span_id=parent.span_id if parent is not None else 0,
+        kind=span.kind.value + 1,
+        attributes=dict(span.attributes or {}),
+        events=events,
+        links=links,
+        status_code=span.status.status_code.value,
+        status_message=span.status.description or "",
+        trace_state=ctx.trace_state.to_header() if ctx is not None else "",
+        flags=flags,
+    )
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ExportTraceServiceRequest for SDK spans, grouped by resource and scope."""
+    groups: dict[tuple[int, str, str], tuple[dict[str, Any], list[SpanData]]] = {}
+    for span in spans:
+        scope = span.instrumentation_scope
+        key = (id(span.resource), scope.name if scope else "", (scope.version or "") if scope else "")
+        if key not in groups:
+            groups[key] = (dict(span.resource.attributes), [])
+        groups[key][1].append(to_span_data(span))
+    return encode_request((res, name, ver, data) for (_, name, ver), (res, data) in groups.items())
+
+
+class GliaSpanProcessor(SpanProcessor):
+    """Exports finished spans in a background thread; at shutdown, within the exit deadline, spooling."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cond = threading.Condition()
+        self._pending: list[ReadableSpan] = []
+        self._inflight: dict[int, bytes] = {}
+        self._next_id = 0
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    # SpanProcessor interface -------------------------------------------------------------------------------
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        """Nothing to do when a span starts."""
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queue the span and wake the exporter thread."""
+        with self._cond:
+            if self._stopped:
+                return
+            self._pending.append(span)
+            if self._thread is None or self._pid != os.getpid():
+                self._start_thread()
+            self._cond.notify()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything pending now (spooling what fails)."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        self._export_pending(deadline)
+        return self._wait_inflight(deadline)
+
+    def shutdown(self) -> None:
+        """Export what is left within the exit deadline; spool whatever did not make it."""
+        deadline = time.monotonic() + self._settings.export_deadline_s
+        with self._cond:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._cond.notify_all()
+        self._export_pending(deadline)
+        if not self._wait_inflight(deadline):
+            with self._cond:
+                leftovers = list(self._inflight.values())
+                self._inflight.clear()
+            for body in leftovers:
+                spool_body(self._settings, "traces", body)
+
+    # internals ---------------------------------------------------------------------------------------------
+    def _start_thread(self) -> None:
+        self._pid = os.getpid()
+        self._thread = threading.Thread(target=self._run, name="glia-export", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> tuple[int, bytes] | None:
+        """Take up to one batch from the queue, encoded, registered as in flight. Caller holds no lock."""
+        with self._cond:
+            if not self._pending:
+                return None
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        body = encode_spans(batch)
+        with self._cond:
+            self._next_id += 1
+            self._inflight[self._next_id] = body
+            return self._next_id, body
+
+    def _done(self, batch_id: int) -> None:
+        with self._cond:
+            self._inflight.pop(batch_id, None)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+            try:
+                taken = self._take()
+                if taken is None:
+                    continue
+                batch_id, body = taken
+                try:
+                    deliver(self._settings, "traces", body, self._settings.traces_timeout_s)
+                finally:
+                    self._done(batch_id)
+            except Exception as e:
+                warn_once("export-thread", "span export failed: %s: %s", type(e).__name__, e)
+
+    def _export_pending(self, deadline: float) -> None:
+        while True:
+            try:
+                taken = self._take()
+            except Exception as e:
+                warn_once("encode", "could not encode spans: %s: %s", type(e).__name__, e)
+                return
+            if taken is None:
+                return
+            batch_id, body = taken
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining > 0:
+                    deliver(self._settings, "traces", body, min(remaining, self._settings.traces_timeout_s))
+                else:
+                    spool_body(self._settings, "traces", body)
+            finally:
+                self._done(batch_id)
+
+    def _wait_inflight(self, deadline: float) -> bool:
+        with self._cond:
+            while self._inflight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True

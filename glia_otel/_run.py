@@ -1,0 +1,354 @@
+"""`glia run [--name NAME] [--attr k=v]... [--no-args] -- CMD ARGS...`: run a command, record it as a run.
+
+The child starts first; everything else (settings, resource, encoding) happens while it runs. Nothing from the
+OpenTelemetry SDK or protobuf is imported: the span is encoded by `_otlp` and posted by `_export`, which keeps
+`glia run -- true` within a few tens of milliseconds of bare `true`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+USAGE = """usage: glia run [--name NAME] [--attr KEY=VALUE]... [--no-args] -- CMD [ARGS...]
+
+Run CMD and record it as one run (an OpenTelemetry span): wall and CPU time, the exact peak RSS of the child
+(wait4), the peak of the whole process tree (cgroup memory high-water mark, else sampled), I/O bytes and the
+exit code. stdin/stdout/stderr are left alone, SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded, and glia exits
+with the command's exit code (128+N if a signal N ended it).
+
+options:
+  --name NAME        span name (default: the script or program name)
+  --attr KEY=VALUE   a custom value on the run (repeatable)
+  --no-args          leave the command's arguments out (also GLIA_RECORD_ARGS=false)
+  -h, --help         show this help
+"""
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_SI_KERNEL = 0x80  # si_code of signals the kernel (the terminal) sent: the child's process group got them too
+_SAMPLE_INTERVAL_S = 0.05
+
+
+class UsageError(Exception):
+    """Bad `glia run` arguments."""
+
+
+def parse_args(argv: Sequence[str]) -> tuple[str | None, dict[str, str], bool, list[str]]:
+    """(name, attrs, record_args, command) from `glia run`'s arguments."""
+    name: str | None = None
+    attrs: dict[str, str] = {}
+    record_args = True
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return name, attrs, record_args, list(argv[i + 1 :])
+        if arg in ("-h", "--help"):
+            raise UsageError("")
+        if arg == "--no-args":
+            record_args = False
+        elif arg == "--name" or arg.startswith("--name="):
+            if "=" in arg:
+                name = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                i += 1
+                name = argv[i]
+            else:
+                raise UsageError("--name needs a value")
+        elif arg == "--attr" or arg.startswith("--attr="):
+            if "=" in arg and arg.startswith("--attr="):
+                kv = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                i += 1
+                kv = argv[i]
+            else:
+                raise UsageError("--attr needs KEY=VALUE")
+            key, sep, value = kv.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--attr {kv!r}: expected KEY=VALUE")
+            attrs[key] = value
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg!r} (put the command after --)")
+        else:
+            return name, attrs, record_args, list(argv[i:])
+        i += 1
+    return name, attrs, record_args, []
+
+
+def exit_code_of(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128+N for signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    return 1
+
+
+def _parse_traceparent(value: str) -> tuple[int, int] | None:
+    parts = value.strip().split("-")
+    try:
+        if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
+            trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+            if trace_id and span_id:
+                return trace_id, span_id
+    except ValueError:
+        pass
+    return None
+
+
+def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int | None]:
+    """Fork and exec; returns (pid, errno of a failed exec or None)."""
+    from . import _cgroup
+
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_fd)
+            if cgroup is not None:
+                _cgroup.enter(cgroup)
+            # Python ignores SIGPIPE and SIGXFSZ; the program must get the defaults (as subprocess does).
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            os.execvpe(cmd[0], cmd, env)
+        except OSError as e:
+            try:
+                os.write(write_fd, str(e.errno or 0).encode())
+            finally:
+                os._exit(127)
+        except BaseException:
+            os._exit(127)
+    os.close(write_fd)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(read_fd, 64)
+        except InterruptedError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    os.close(read_fd)
+    return pid, (int(data) if data.strip().isdigit() else None) if data else None
+
+
+def _tree_rss(root: int) -> int:
+    """Sum of RSS over a process and its descendants (psutil, imported on first use)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(root)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+def main(argv: list[str]) -> int:
+    """`glia run`: run a command, record it, exit with its exit code."""
+    try:
+        name, custom, record_args, cmd = parse_args(argv)
+    except UsageError as e:
+        if str(e):
+            print(f"glia run: {e}\n", file=sys.stderr)
+            print(USAGE, file=sys.stderr)
+            return 2
+        print(USAGE)
+        return 0
+    if not cmd:
+        print("glia run: no command given\n", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
+        return 2
+
+    from ._config import load_settings
+
+    try:
+        settings = load_settings(record_args=None if record_args else False)
+    except ValueError as e:
+        print(f"glia run: {e}; running the command untracked", file=sys.stderr)
+        settings = None
+    if settings is None or settings.disabled:
+        try:
+            os.execvp(cmd[0], cmd)
+        except OSError as e:
+            return _exec_failed(cmd[0], e.errno)
+
+    from . import _cgroup
+    from ._measure import read_io
+
+    inherited = _parse_traceparent(os.environ.get("TRACEPARENT", ""))
+    trace_id = inherited[0] if inherited else int.from_bytes(os.urandom(16), "big") or 1
+    parent_span_id = inherited[1] if inherited else 0
+    span_id = int.from_bytes(os.urandom(8), "big") or 1
+    env = dict(os.environ)
+    env["TRACEPARENT"] = f"00-{trace_id:032x}-{span_id:016x}-01"
+
+    cgroup = _cgroup.create(os.urandom(3).hex())
+    io0 = read_io()
+    blocked = {*_FORWARDED, signal.SIGCHLD}
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    wall0 = time.time_ns()
+    mono0 = time.monotonic_ns()
+    pid, exec_errno = _spawn(cmd, env, cgroup)
+
+    # The child runs: now the work that need not come before it.
+    from . import _spool
+    from ._resource import command_attributes
+
+    if exec_errno is None:
+        _spool.start_background_flush(settings)
+    sampled_peak = 0
+    status, rusage = 0, None
+    next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
+    while True:
+        try:
+            done_pid, status, rusage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if done_pid == pid:
+            break
+        timeout = min(1.0, max(0.0, next_sample - time.monotonic()))
+        info = signal.sigtimedwait(blocked, timeout)
+        if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, info.si_signo)
+        if cgroup is None and time.monotonic() >= next_sample:
+            with contextlib.suppress(Exception):
+                sampled_peak = max(sampled_peak, _tree_rss(pid))
+            next_sample = time.monotonic() + _SAMPLE_INTERVAL_S
+    mono1 = time.monotonic_ns()
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    code = exit_code_of(status)
+    if exec_errno is not None:
+        code = _exec_failed(cmd[0], exec_errno)
+    io1 = read_io()
+    try:
+        attrs = _span_attributes(code, mono1 - mono0, rusage, cgroup, sampled_peak, io0, io1, custom)
+        resource = command_attributes(
+            cmd,
+            _which(cmd[0], env),
+            pid,
+            settings.record_args,
+            settings.service_name,
+            settings.resource_attributes,
+        )
+        _export_span(
+            settings,
+            resource,
+            name or str(resource["service.name"]),
+            trace_id,
+            span_id,
+            parent_span_id,
+            wall0,
+            wall0 + (mono1 - mono0),
+            attrs,
+            code,
+        )
+    except Exception as e:
+        print(f"glia run: could not record the run: {type(e).__name__}: {e}", file=sys.stderr)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+    return code
+
+
+def _exec_failed(program: str, errno_: int | None) -> int:
+    import errno
+
+    if errno_ == errno.ENOENT:
+        print(f"glia run: {program}: command not found", file=sys.stderr)
+        return 127
+    reason = os.strerror(errno_) if errno_ else "cannot execute"
+    print(f"glia run: {program}: {reason}", file=sys.stderr)
+    return 126
+
+
+def _which(program: str, env: dict[str, str]) -> str | None:
+    if os.sep in program:
+        return os.path.abspath(program)
+    for d in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _span_attributes(
+    code: int,
+    wall_ns: int,
+    rusage: Any,
+    cgroup: Any,
+    sampled_peak: int,
+    io0: tuple[int, int] | None,
+    io1: tuple[int, int] | None,
+    custom: dict[str, str],
+) -> dict[str, Any]:
+    attrs: dict[str, Any] = dict(custom)
+    attrs["glia.run.kind"] = "command"
+    attrs["process.exit.code"] = code
+    child_max = 0
+    if rusage is not None:
+        user, system = float(rusage.ru_utime), float(rusage.ru_stime)
+        attrs["glia.cpu.user_seconds"] = user
+        attrs["glia.cpu.system_seconds"] = system
+        attrs["glia.cpu.percent"] = 100.0 * (user + system) / (wall_ns / 1e9) if wall_ns > 0 else 0.0
+        child_max = int(rusage.ru_maxrss) * 1024
+        attrs["glia.memory.child_max_rss_bytes"] = child_max
+    peak = cgroup.peak_bytes() if cgroup is not None else None
+    if peak is not None:
+        attrs["glia.memory.peak_rss_bytes"] = peak
+        attrs["glia.memory.peak_rss_method"] = "cgroup"
+        attrs["glia.memory.cgroup_version"] = cgroup.version
+    else:
+        # A sampled sum can miss a short spike; the tree's peak is never below its largest process's.
+        attrs["glia.memory.peak_rss_bytes"] = max(sampled_peak, child_max)
+        attrs["glia.memory.peak_rss_method"] = "sampled-tree"
+    if io0 is not None and io1 is not None:
+        # A reaped child's I/O is added to its parent's counters, so glia's own delta is the tree's.
+        attrs["glia.io.read_bytes"] = max(0, io1[0] - io0[0])
+        attrs["glia.io.write_bytes"] = max(0, io1[1] - io0[1])
+    return attrs
+
+
+def _export_span(
+    settings: Any,
+    resource: dict[str, Any],
+    name: str,
+    trace_id: int,
+    span_id: int,
+    parent_span_id: int,
+    start_ns: int,
+    end_ns: int,
+    attrs: dict[str, Any],
+    code: int,
+) -> None:
+    from ._deliver import deliver
+    from ._otlp import SpanData, encode_request
+
+    span = SpanData(
+        trace_id=trace_id,
+        span_id=span_id,
+        name=name,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        parent_span_id=parent_span_id,
+        attributes=attrs,
+        status_code=2 if code != 0 else 0,
+        status_message=f"exit code {code}" if code != 0 else "",
+        flags=0x301 if parent_span_id else 0x101,
+    )
+    body = encode_request([(resource, "glia_otel.run", "0.1.0", [span])])
+    deliver(settings, "traces", body, settings.export_deadline_s)

@@ -1,0 +1,276 @@
+"""The spool: OTLP request bodies that could not be delivered, one file per request (docs/attributes.md).
+
+Files are `<unix-time-ns>-<pid>-<hex>.pb[.gz]` (traces) or `metrics-<...>` (metrics), written to `<name>.tmp`
+and renamed into place. `glia flush` and, in the background, the next glia process resend them and delete each
+one only after a 2xx answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._config import Settings, load_settings
+from ._export import CONTENT_TYPES, NO_ANSWER, RETRYABLE, describe_failure, post
+from ._log import logger, warn_once
+
+_STALE_TMP_S = 3600.0
+
+
+@dataclass
+class FlushReport:
+    """What a flush did."""
+
+    sent_files: int = 0
+    sent_bytes: int = 0
+    sent_spans: int = 0
+    kept_files: int = 0
+    rejected_files: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def spool_name(signal: str, ext: str, gzipped: bool) -> str:
+    """A fresh file name: sortable by time, unique by pid and random bits."""
+    prefix = "metrics-" if signal == "metrics" else ""
+    return f"{prefix}{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}.{ext}{'.gz' if gzipped else ''}"
+
+
+def parse_name(name: str) -> tuple[str, int, str, bool] | None:
+    """(signal, time_ns, ext, gzipped) of a spool file name, or None if it is not one."""
+    signal = "traces"
+    rest = name
+    if rest.startswith("metrics-"):
+        signal, rest = "metrics", rest[len("metrics-") :]
+    gzipped = rest.endswith(".gz")
+    if gzipped:
+        rest = rest[:-3]
+    stem, _, ext = rest.rpartition(".")
+    if ext not in CONTENT_TYPES:
+        return None
+    ts = stem.split("-", 1)[0]
+    if not ts.isdigit():
+        return None
+    return signal, int(ts), ext, gzipped
+
+
+def _spool_files(directory: Path) -> list[tuple[int, Path]]:
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    files = []
+    for entry in entries:
+        parsed = parse_name(entry.name)
+        if parsed is not None and entry.is_file():
+            files.append((parsed[1], Path(entry.path)))
+    files.sort()
+    return files
+
+
+def write(settings: Settings, signal: str, body: bytes, ext: str, gzipped: bool) -> Path | None:
+    """Write one request body to the spool atomically; on failure log once and return None. Never raises."""
+    directory = settings.spool_dir
+    name = spool_name(signal, ext, gzipped)
+    final = directory / name
+    tmp = directory / (name + ".tmp")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(body)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        warn_once(
+            f"spool-write:{directory}:{e.errno}",
+            "could not write to the spool %s (%s); %d bytes of %s were lost",
+            directory,
+            e.strerror or e,
+            len(body),
+            signal,
+        )
+        return None
+    _enforce_bound(directory, settings.spool_max_bytes)
+    return final
+
+
+def _enforce_bound(directory: Path, max_bytes: int) -> None:
+    files = _spool_files(directory)
+    sizes = []
+    for _, path in files:
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError:
+            sizes.append(0)
+    total = sum(sizes)
+    dropped = 0
+    for (_, path), size in zip(files, sizes, strict=True):
+        if total <= max_bytes:
+            break
+        try:
+            path.unlink()
+            total -= size
+            dropped += 1
+        except OSError:
+            continue
+    if dropped:
+        warn_once(
+            f"spool-full:{directory}",
+            "spool %s is over GLIA_SPOOL_MAX_BYTES=%d; dropped the %d oldest file(s)",
+            directory,
+            max_bytes,
+            dropped,
+        )
+
+
+def _count_spans(body: bytes, gzipped: bool, ext: str) -> int:
+    if ext != "pb":
+        return 0
+    try:
+        import gzip
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        req = ExportTraceServiceRequest()
+        req.ParseFromString(gzip.decompress(body) if gzipped else body)
+        return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+    except Exception:
+        return 0
+
+
+def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
+    """Resend every spooled file, oldest first; stop at the first endpoint that does not answer."""
+    report = FlushReport()
+    directory = settings.spool_dir
+    _remove_stale_tmp(directory)
+    down: set[str] = set()
+    for _, path in _spool_files(directory):
+        parsed = parse_name(path.name)
+        if parsed is None:
+            continue
+        signal, _, ext, gzipped = parsed
+        if signal == "metrics":
+            url, headers, timeout = (
+                settings.metrics_endpoint,
+                settings.metrics_headers,
+                settings.metrics_timeout_s,
+            )
+        else:
+            url, headers, timeout = (
+                settings.traces_endpoint,
+                settings.traces_headers,
+                settings.traces_timeout_s,
+            )
+        if url in down:
+            report.kept_files += 1
+            continue
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:
+            continue  # another process sent it meanwhile
+        except OSError as e:
+            report.errors.append(f"{path}: {e}")
+            report.kept_files += 1
+            continue
+        status, detail = post(url, body, CONTENT_TYPES[ext], headers, timeout, gzipped)
+        if 200 <= status < 300:
+            report.sent_files += 1
+            report.sent_bytes += len(body)
+            if count_spans and signal == "traces":
+                report.sent_spans += _count_spans(body, gzipped, ext)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                report.errors.append(f"sent but could not delete {path}: {e}")
+        elif status == NO_ANSWER or status in RETRYABLE:
+            down.add(url)
+            report.kept_files += 1
+            report.errors.append(describe_failure(url, status, detail))
+        else:
+            # Never accepted however often it is sent: set aside, not deleted, so nothing is silently lost.
+            with contextlib.suppress(OSError):
+                path.rename(path.with_name(path.name + ".rejected"))
+            report.rejected_files += 1
+            report.errors.append(f"{path.name}: {describe_failure(url, status, detail)}; kept as .rejected")
+    return report
+
+
+def _remove_stale_tmp(directory: Path) -> None:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        if entry.name.endswith(".tmp"):
+            try:
+                if now - entry.stat().st_mtime > _STALE_TMP_S:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+
+
+def has_files(settings: Settings) -> bool:
+    """Whether there is anything to resend (cheap: one directory scan)."""
+    return bool(_spool_files(settings.spool_dir))
+
+
+def start_background_flush(settings: Settings) -> threading.Thread | None:
+    """Resend the spool in a daemon thread (never delays the process's exit)."""
+    try:
+        if not has_files(settings):
+            return None
+    except OSError:
+        return None
+
+    def run() -> None:
+        try:
+            report = flush(settings)
+            if report.sent_files:
+                logger.info("glia: resent %d spooled request(s)", report.sent_files)
+        except Exception as e:  # pragma: no cover - a background thread must never raise
+            warn_once("background-flush", "background resend of the spool failed: %s", e)
+
+    thread = threading.Thread(target=run, name="glia-spool-flush", daemon=True)
+    thread.start()
+    return thread
+
+
+def flush_main(argv: list[str]) -> int:
+    """`glia flush`: resend the spool now and report what was sent."""
+    parser = argparse.ArgumentParser(prog="glia flush", description=flush_main.__doc__)
+    parser.add_argument("--spool-dir", help="spool directory (default: GLIA_SPOOL_DIR or the XDG state dir)")
+    parser.add_argument("--endpoint", help="OTLP/HTTP base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing unless something fails")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
+    except ValueError as e:
+        print(f"glia flush: {e}", file=sys.stderr)
+        return 2
+    report = flush(settings, count_spans=True)
+    if not args.quiet or report.errors:
+        print(
+            f"glia flush: sent {report.sent_files} request(s), {report.sent_spans} span(s), "
+            f"{report.sent_bytes} bytes to {settings.traces_endpoint}; "
+            f"{report.kept_files} kept for later, {report.rejected_files} rejected "
+            f"(spool: {settings.spool_dir})",
+            file=sys.stderr if report.errors else sys.stdout,
+        )
+        for err in dict.fromkeys(report.errors):
+            print(f"glia flush: {err}", file=sys.stderr)
+    return 1 if report.kept_files or report.rejected_files else 0
