@@ -32,6 +32,8 @@ _timer: threading.Timer | None = None
 _provider: Any = None
 _instrumentor: Any = None
 _exiting = False
+# (trace id, span id) of the runs in progress, oldest first: points are linked to the outermost one.
+_runs: list[tuple[str, str]] = []
 
 
 def reconfigure(settings: Settings, resource: Mapping[str, Any]) -> None:
@@ -42,11 +44,12 @@ def reconfigure(settings: Settings, resource: Mapping[str, Any]) -> None:
         _resource = dict(resource)
 
 
-def run_started() -> None:
+def run_started(trace_id: str, span_id: str) -> None:
     """A run began: arm the timer that starts sampling if runs are still going one interval later."""
     global _active, _timer
     with _lock:
         _active += 1
+        _runs.append((trace_id, span_id))
         if _settings is None or not _settings.metrics_enabled or _provider is not None or _timer is not None:
             return
         _timer = threading.Timer(_settings.metrics_interval_s, _start_sampling)
@@ -55,11 +58,13 @@ def run_started() -> None:
         _timer.start()
 
 
-def run_ended() -> None:
+def run_ended(trace_id: str, span_id: str) -> None:
     """A run ended: with none left and sampling not yet started, disarm the timer."""
     global _active, _timer
     with _lock:
         _active = max(0, _active - 1)
+        if (trace_id, span_id) in _runs:
+            _runs.remove((trace_id, span_id))
         if _active == 0 and _timer is not None:
             _timer.cancel()
             _timer = None
@@ -110,7 +115,9 @@ def _exporter(settings: Settings) -> Any:
             self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
         ) -> MetricExportResult:
             try:
-                body = encode_metrics(metrics_data).SerializeToString()
+                request = encode_metrics(metrics_data)
+                link_points(request)
+                body = request.SerializeToString()
                 timeout = settings.export_deadline_s if _exiting else settings.metrics_timeout_s
                 ok = deliver(settings, "metrics", body, timeout)
             except Exception as e:
@@ -125,6 +132,28 @@ def _exporter(settings: Settings) -> Any:
             return None
 
     return GliaMetricExporter()
+
+
+def link_points(request: Any) -> None:
+    """Add `glia.trace_id`/`glia.span_id` of the outermost run in progress to every data point."""
+    with _lock:
+        if not _runs:
+            return
+        trace_id, span_id = _runs[0]
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    extra = [
+        KeyValue(key="glia.trace_id", value=AnyValue(string_value=trace_id)),
+        KeyValue(key="glia.span_id", value=AnyValue(string_value=span_id)),
+    ]
+    for rm in request.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is None:
+                    continue
+                for point in getattr(metric, kind).data_points:
+                    point.attributes.extend(extra)
 
 
 def shutdown() -> None:

@@ -258,7 +258,7 @@ class Run:
             if _state.processor is not None:
                 from . import _metrics
 
-                _metrics.run_started()
+                _metrics.run_started(self.trace_id, self.span_id)
             self._usage = BlockUsage()
             self._usage.start()
             self._mono0 = time.monotonic_ns()
@@ -288,11 +288,11 @@ class Run:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             with contextlib.suppress(Exception):
                 context.detach(self._token)  # type: ignore[arg-type]
-            span.end(end_time=self._wall0 + (mono1 - self._mono0))
             if _state.processor is not None:
                 from . import _metrics
 
-                _metrics.run_ended()
+                _metrics.run_ended(self.trace_id, self.span_id)
+            span.end(end_time=self._wall0 + (mono1 - self._mono0))
         except Exception as e:
             warn_once("finish", "could not finish a run: %s: %s", type(e).__name__, e)
         finally:

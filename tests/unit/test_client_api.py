@@ -1,0 +1,24 @@
+"""The public surface of glia_otel is exactly what was intended."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import glia_otel
+
+
+def test_public_surface_is_pinned() -> None:
+    assert sorted(glia_otel.__all__) == ["Run", "configure", "force_flush", "shutdown", "track"]
+    for name in glia_otel.__all__:
+        assert getattr(glia_otel, name).__doc__, f"{name} needs a docstring"
+
+
+def test_import_does_not_load_opentelemetry() -> None:
+    # `glia run` imports the package; the SDK must not come with it.
+    code = (
+        "import sys, glia_otel, glia_otel._run\n"
+        "print(any(m.startswith(('opentelemetry', 'google.protobuf')) for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

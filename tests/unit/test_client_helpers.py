@@ -1,0 +1,55 @@
+"""Pure helpers of the client: spool names, `glia run` arguments, exit codes, script detection."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from glia_otel._resource import host_arch, script_of_command, service_name_for
+from glia_otel._run import UsageError, exit_code_of, parse_args
+from glia_otel._spool import parse_name, spool_name
+
+
+def test_spool_names_round_trip() -> None:
+    name = spool_name("traces", "pb", True)
+    assert name.endswith(".pb.gz") and not name.startswith("metrics-")
+    signal_, ts, ext, gz = parse_name(name) or ("", 0, "", False)
+    assert (signal_, ext, gz) == ("traces", "pb", True) and ts > 0
+    assert parse_name(spool_name("metrics", "json", False))[0::2] == ("metrics", "json")  # type: ignore[index]
+    for bad in ("x.tmp", "123-1-ab.pb.gz.tmp", "abc-1-ff.pb", "1-2-3.txt", "1-2-3.pb.gz.rejected"):
+        assert parse_name(bad) is None, bad
+
+
+def test_parse_run_args() -> None:
+    assert parse_args(["--name", "n", "--attr", "a=1", "--attr=b=2=3", "--no-args", "--", "ls", "-l"]) == (
+        "n",
+        {"a": "1", "b": "2=3"},
+        False,
+        ["ls", "-l"],
+    )
+    assert parse_args(["ls", "--name", "x"]) == (None, {}, True, ["ls", "--name", "x"])
+    assert parse_args([]) == (None, {}, True, [])
+    for bad in (["--attr", "novalue", "--", "x"], ["--bogus", "x"], ["--name"]):
+        with pytest.raises(UsageError):
+            parse_args(bad)
+
+
+def test_exit_codes_like_a_shell() -> None:
+    assert exit_code_of(3 << 8) == 3
+    assert exit_code_of(signal.SIGKILL) == 128 + 9
+    assert exit_code_of(0) == 0
+
+
+def test_script_of_command(tmp_path: os.PathLike[str]) -> None:
+    script = os.path.join(tmp_path, "align.py")
+    open(script, "w").close()
+    assert script_of_command(["python3", "-u", script, "--x"]) == script
+    assert script_of_command(["Rscript", script]) == script
+    assert script_of_command(["python3", "-c", "print(1)"]) is None
+    assert script_of_command([script]) == script
+    assert script_of_command(["ls", script]) is None
+    assert service_name_for("/a/b/align.py") == "align"
+    assert service_name_for("sort") == "sort"
+    assert host_arch("x86_64") == "amd64" and host_arch("aarch64") == "arm64"
