@@ -208,3 +208,7 @@ BEGIN
     EXECUTE format('DROP TABLE %s', part);
 END
 $$;
+
+-- A run is addressed by its span id alone (`glia show RUN_ID`, /api/runs/{id}): without this index that lookup
+-- would read every partition.
+CREATE INDEX spans_span_id_idx ON spans (span_id);
