@@ -1,0 +1,246 @@
+"""Tracked blocks and functions in a real Python process, exported to a real receiver: the rows in PostgreSQL.
+
+Each test runs its script in a fresh interpreter, so the exit path (deadline, spool) is the real one too. The
+helpers here are shared by the other test_client_* files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ReceiverServer
+
+Sql = Callable[..., list[dict[str, Any]]]
+GLIA = str(Path(sys.executable).with_name("glia"))
+
+
+def client_env(endpoint: str | None, spool: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for a client process: no inherited OTEL_/GLIA_/TRACEPARENT settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GLIA_")) and k != "TRACEPARENT"}
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint or "http://127.0.0.1:9"
+    env["GLIA_SPOOL_DIR"] = str(spool)
+    env["GLIA_EXPORT_DEADLINE_MS"] = "5000"  # a loaded test machine; the deadline itself is benchmarked
+    env.update(extra)
+    return env
+
+
+def run_python(
+    tmp: Path, script: str, env: Mapping[str, str], name: str = "job.py"
+) -> subprocess.CompletedProcess[str]:
+    """Run `script` as a file in a fresh interpreter and return the finished process."""
+    path = tmp / name
+    path.write_text(textwrap.dedent(script))
+    return subprocess.run(
+        [sys.executable, str(path)], env=dict(env), capture_output=True, text=True, timeout=60
+    )
+
+
+def test_block_row_has_resource_and_usage_columns(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import glia_otel
+        with glia_otel.track("train", dataset="cifar10", params={"lr": 0.1, "layers": [64, 32]}) as run:
+            run.set(accuracy=0.93, tags=["a", "b"])
+            sum(range(100000))
+        """,
+        client_env(receiver.url, tmp_path / "spool", OTEL_RESOURCE_ATTRIBUTES="lab=genomics"),
+        name="train_model.py",
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = sql("SELECT * FROM spans")
+    assert row["name"] == "train"
+    assert row["run_kind"] == "block"
+    assert row["exit_code"] == 0
+    assert row["status_code"] == 0
+    assert row["parent_span_id"] is None
+    assert row["service_name"] == "train_model"
+    assert row["host_name"] == os.uname().nodename
+    assert row["process_runtime_name"] == "cpython"
+    assert row["process_executable_path"] == sys.executable
+    assert row["script_path"] == str(tmp_path / "train_model.py")
+    assert len(row["script_sha256"]) == 64
+    assert row["process_owner"]
+    assert row["peak_rss_method"] == "hwm-reset"
+    assert row["peak_rss_bytes"] > 1_000_000
+    assert row["cpu_user_seconds"] >= 0 and row["cpu_system_seconds"] >= 0 and row["cpu_percent"] >= 0
+    assert row["io_read_bytes"] is not None and row["io_write_bytes"] is not None
+    assert row["duration_ns"] > 0
+    import json
+
+    attrs = json.loads(row["attributes"]) if isinstance(row["attributes"], str) else row["attributes"]
+    assert attrs["dataset"] == "cifar10"
+    assert attrs["params.lr"] == 0.1
+    assert attrs["params.layers"] == [64, 32]
+    assert attrs["accuracy"] == 0.93
+    assert attrs["tags"] == ["a", "b"]
+    resource = json.loads(row["resource"]) if isinstance(row["resource"], str) else row["resource"]
+    assert resource["lab"] == "genomics"
+    assert not list((tmp_path / "spool").glob("*")), "nothing should be spooled with the receiver up"
+
+
+def test_decorators_sync_async_and_nested_runs(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import asyncio
+        import glia_otel
+
+        @glia_otel.track
+        def step(x):
+            return x * 2
+
+        @glia_otel.track("fetch", source="s3")
+        async def fetch():
+            await asyncio.sleep(0.01)
+            return 5
+
+        with glia_otel.track("pipeline"):
+            assert step(2) == 4
+            assert asyncio.run(fetch()) == 5
+            with glia_otel.track("inner"):
+                pass
+        """,
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in sql("SELECT * FROM spans")}
+    assert set(rows) == {"pipeline", "step", "fetch", "inner"}
+    root = rows["pipeline"]
+    assert root["run_kind"] == "block" and root["parent_span_id"] is None
+    for name in ("step", "fetch", "inner"):
+        assert rows[name]["trace_id"] == root["trace_id"]
+        assert rows[name]["parent_span_id"] == root["span_id"], name
+    assert rows["step"]["run_kind"] == "function"
+    assert rows["fetch"]["run_kind"] == "function"
+    assert rows["fetch"]["duration_ns"] >= 10_000_000
+    assert rows["inner"]["run_kind"] == "block"
+
+
+def test_exception_marks_error_and_is_reraised_unchanged(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import glia_otel
+
+        class Boom(Exception):
+            pass
+
+        @glia_otel.track
+        def fails():
+            raise Boom("bad input")
+
+        err = Boom("original")
+        try:
+            with glia_otel.track("block"):
+                raise err
+        except Boom as e:
+            assert e is err
+        try:
+            fails()
+        except Boom as e:
+            assert str(e) == "bad input"
+            print("reraised")
+        """,
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "reraised" in proc.stdout
+    rows = {
+        r["name"]: r for r in sql("SELECT name, status_code, status_message, exit_code, events FROM spans")
+    }
+    assert set(rows) == {"block", "fails"}
+    import json
+
+    for name, message in (("block", "original"), ("fails", "bad input")):
+        row = rows[name]
+        assert row["status_code"] == 2
+        assert row["exit_code"] == 1
+        assert message in row["status_message"]
+        events = json.loads(row["events"]) if isinstance(row["events"], str) else row["events"]
+        (event,) = events
+        assert event["name"] == "exception"
+        text = json.dumps(event)
+        assert "Boom" in text and message in text and "exception.stacktrace" in text
+
+
+def test_existing_tracer_provider_is_used(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    proc = run_python(
+        tmp_path,
+        f"""
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider = TracerProvider(resource=Resource.create({{"service.name": "app-owned"}}))
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint="{receiver.url}/v1/traces")))
+        trace.set_tracer_provider(provider)
+
+        import glia_otel
+        tracer = trace.get_tracer("app")
+        with tracer.start_as_current_span("request"):
+            with glia_otel.track("work", k=1):
+                pass
+        provider.shutdown()
+        """,
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in sql("SELECT * FROM spans")}
+    assert set(rows) == {"request", "work"}
+    assert rows["work"]["service_name"] == "app-owned"
+    assert rows["work"]["run_kind"] == "block"
+    assert rows["work"]["parent_span_id"] == rows["request"]["span_id"]
+    assert rows["work"]["peak_rss_bytes"] > 0
+
+
+def test_sdk_disabled_makes_everything_a_no_op(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import glia_otel
+        with glia_otel.track("x") as run:
+            run.set(a=1)
+
+        @glia_otel.track
+        def f():
+            return 1
+
+        assert f() == 1
+        print(run.trace_id == "")
+        """,
+        client_env(receiver.url, tmp_path / "spool", OTEL_SDK_DISABLED="true"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "True"
+    assert sql("SELECT count(*) AS n FROM spans")[0]["n"] == 0
+
+
+def test_malformed_setting_is_a_value_error_at_configure(tmp_path: Path) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import glia_otel
+        try:
+            glia_otel.configure()
+        except ValueError as e:
+            print("ValueError:", e)
+        with glia_otel.track("still runs"):
+            print("body ran")
+        """,
+        client_env(None, tmp_path / "spool", OTEL_EXPORTER_OTLP_TIMEOUT="soon"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ValueError: OTEL_EXPORTER_OTLP_TIMEOUT='soon'" in proc.stdout
+    assert "body ran" in proc.stdout
+    assert "Traceback" not in proc.stderr
