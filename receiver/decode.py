@@ -275,6 +275,8 @@ def _parse_protobuf(cls: Callable[[], M], body: bytes) -> M:
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}  # an empty body is an empty request, as it is in protobuf
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

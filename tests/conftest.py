@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -90,17 +92,21 @@ def _embedded_server(data_dir: Path) -> PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
+def pg_server() -> Iterator[PgServer]:
     """One PostgreSQL server for the whole session."""
     admin = os.environ.get("GLIA_TEST_ADMIN_URL")
     if admin:
         yield PgServer(admin_url=admin)
         return
-    server = _embedded_server(tmp_path_factory.mktemp("pg"))
+    # not under pytest's basetemp: pytest prunes old basetemps, which would pull the data directory out from
+    # under a concurrent session's server
+    data_dir = Path(tempfile.mkdtemp(prefix="glia-test-pg-"))
+    server = _embedded_server(data_dir)
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -143,18 +149,19 @@ def sql(database_url: str) -> Callable[..., list[dict[str, Any]]]:
 
 
 @pytest.fixture
-def private_pg(tmp_path: Path, template_url: str) -> Iterator[PgServer]:
-    """A PostgreSQL server of this test's own, migrated, that the test may stop and start."""
+def private_pg(template_url: str) -> Iterator[PgServer]:
+    """A PostgreSQL server of this test's own, its `glia` database migrated, that the test may stop and start."""
     del template_url  # migrations must work before a private server is worth making
-    server = _embedded_server(tmp_path / "private-pg")
     from receiver.migrate import upgrade
 
-    run_sql(server.admin_url, "CREATE DATABASE glia")
+    data_dir = Path(tempfile.mkdtemp(prefix="glia-test-private-pg-"))
+    server = _embedded_server(data_dir)
     upgrade(with_database(server.admin_url, "glia"))
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # --- the receiver ---------------------------------------------------------------------------------------------
