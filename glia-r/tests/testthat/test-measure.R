@@ -66,16 +66,19 @@ test_that("without /proc the method says the RSS was sampled", {
 })
 
 test_that("CPU time counts the process and its children", {
+  # Burn a fixed amount of CPU (not wall) time, so a loaded machine cannot make the test flaky.
   busy <- function(seconds) {
-    t0 <- proc.time()[["elapsed"]]
-    while (proc.time()[["elapsed"]] - t0 < seconds) sum(runif(1000))
+    cpu <- function() sum(proc.time()[c("user.self", "sys.self")])
+    t0 <- cpu()
+    while (cpu() - t0 < seconds) sum(runif(1000))
   }
-  a <- run_attrs(glia_track(busy(0.4)))[[1]]
-  user <- a[["glia.cpu.user_seconds"]]$doubleValue
-  system <- a[["glia.cpu.system_seconds"]]$doubleValue
-  expect_gt(user + system, 0.25)
-  expect_gt(a[["glia.cpu.percent"]]$doubleValue, 50)
-  expect_lt(a[["glia.cpu.percent"]]$doubleValue, 150)
+  out <- capture_requests(glia_track(busy(0.3)))
+  span <- span_of(out$requests[[1]])
+  a <- attrs_of(span)
+  cpu <- a[["glia.cpu.user_seconds"]]$doubleValue + a[["glia.cpu.system_seconds"]]$doubleValue
+  expect_gte(cpu, 0.29)
+  wall <- (as.numeric(span$endTimeUnixNano) - as.numeric(span$startTimeUnixNano)) / 1e9
+  expect_equal(a[["glia.cpu.percent"]]$doubleValue, 100 * cpu / wall, tolerance = 0.01)
   skip_if_not(nzchar(Sys.which("sh")))
   a <- run_attrs(glia_track(system2("sh", c("-c", shQuote("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done")))))[[1]]
   expect_gt(a[["glia.cpu.user_seconds"]]$doubleValue + a[["glia.cpu.system_seconds"]]$doubleValue, 0.05)
