@@ -44,6 +44,7 @@ class Settings:
     record_args: bool = True
     metrics_enabled: bool = True
     metrics_interval_s: float = DEFAULT_METRICS_INTERVAL_S
+    use_cgroup: bool = True
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -234,4 +235,5 @@ def load_settings(
         record_args=record_args,
         metrics_enabled=metrics,
         metrics_interval_s=interval_s,
+        use_cgroup=parse_bool("GLIA_CGROUP", env.get("GLIA_CGROUP", "true")),
     )

@@ -195,7 +195,7 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ)
     env["TRACEPARENT"] = f"00-{trace_id:032x}-{span_id:016x}-01"
 
-    cgroup = _cgroup.create(os.urandom(3).hex())
+    cgroup = _cgroup.create(os.urandom(3).hex()) if settings.use_cgroup else None
     io0 = read_io()
     blocked = {*_FORWARDED, signal.SIGCHLD}
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
