@@ -153,7 +153,9 @@ def test_child_peak_matches_gnu_time_within_2_percent(
     gnu = subprocess.run(
         ["/usr/bin/time", "-v", sys.executable, str(prog)], capture_output=True, text=True, check=True
     )
-    gnu_bytes = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", gnu.stderr)[1]) * 1024  # type: ignore[index]
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", gnu.stderr)
+    assert found is not None, gnu.stderr
+    gnu_bytes = int(found[1]) * 1024
     env = client_env(receiver.url, tmp_path / "spool")
     assert glia_run(["--", sys.executable, str(prog)], env).returncode == 0
     (row,) = sql("SELECT peak_rss_bytes, peak_rss_method, attributes FROM spans")
@@ -164,7 +166,8 @@ def test_child_peak_matches_gnu_time_within_2_percent(
 
 TREE = """
 import subprocess, sys
-code = "import time\\nx = bytearray(100 * 1024 * 1024)\\nfor i in range(0, len(x), 4096): x[i] = 1\\ntime.sleep(1.0)"
+code = ("import time\\nx = bytearray(100 * 1024 * 1024)\\n"
+        "for i in range(0, len(x), 4096): x[i] = 1\\ntime.sleep(1.0)")
 procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
 for p in procs:
     p.wait()
