@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from . import decode, flatten
+from . import api, auth, decode, flatten, retention
 from .errors import BadRequest, PayloadTooLarge, RequestError, SchemaError, Unavailable
 from .migrate import head_revision
 from .settings import Settings
@@ -39,6 +39,8 @@ _MAX_MESSAGES = 10  # per-item rejection messages echoed back in partial_success
 _GRPC_CODES = {
     400: code_pb2.INVALID_ARGUMENT,
     405: code_pb2.UNIMPLEMENTED,
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
     413: code_pb2.RESOURCE_EXHAUSTED,
     415: code_pb2.INVALID_ARGUMENT,
     500: code_pb2.INTERNAL,
@@ -149,17 +151,34 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             await pool.close()
             raise
         app.state.store = store
+        app.state.pool = pool
+        app.state.keys = auth.KeyCache(pool, ttl=settings.key_cache_seconds)
+        await _log_auth_mode(app.state.keys)
         maintenance = asyncio.create_task(_maintain_partitions(store))
+        retention_task = asyncio.create_task(retention.run_daily(pool, settings.retention_check_seconds))
         log.info("receiver ready: pool max %d connections", settings.pool_max_size)
         try:
             yield
         finally:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+            for task in (maintenance, retention_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await asyncio.wait_for(pool.close(), timeout=10)
 
     app = FastAPI(title="Glia receiver", summary="OTLP/HTTP in, one row per span in PostgreSQL", lifespan=lifespan)
+    app.state.settings = settings
+    app.include_router(api.router)
+
+    @app.exception_handler(auth.AuthError)
+    async def auth_failed(request: Request, exc: auth.AuthError) -> Response:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if request.url.path.startswith("/v1/"):  # OTLP: a google.rpc.Status in the request's content type
+            kind = decode.PROTOBUF if "protobuf" in request.headers.get("content-type", "") else decode.JSON
+            return _error_response(exc.status_code, exc.message, kind, headers)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    ingest_auth = [Depends(auth.require("ingest"))]
 
     async def export(request: Request, signal: Signal) -> Response:
         kind = decode.JSON
@@ -202,11 +221,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         rows = signal.flatten(decoded.items, limits, time.time_ns())
         return decoded, rows
 
-    @app.post("/v1/traces", summary="OTLP/HTTP trace export")
+    @app.post("/v1/traces", summary="OTLP/HTTP trace export", dependencies=ingest_auth)
     async def traces(request: Request) -> Response:
         return await export(request, TRACES)
 
-    @app.post("/v1/metrics", summary="OTLP/HTTP metrics export")
+    @app.post("/v1/metrics", summary="OTLP/HTTP metrics export", dependencies=ingest_auth)
     async def metrics(request: Request) -> Response:
         return await export(request, METRICS)
 
@@ -233,6 +252,19 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         return JSONResponse({"status": "ready"})
 
     return app
+
+
+async def _log_auth_mode(keys: auth.KeyCache) -> None:
+    try:
+        active = await keys.keys()
+    except Unavailable as exc:
+        log.warning("could not read the API keys yet: %s", exc)
+        return
+    if active:
+        log.info("API keys: %d active; ingest needs an ingest key, /api and the page a read key", len(active))
+    else:
+        log.warning("no API keys: ingest, the query API and the page are open to anyone who can connect "
+                    "('glia keys create NAME' to require keys)")
 
 
 async def _maintain_partitions(store: Store) -> None:

@@ -50,4 +50,9 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=2, ge=1)
     connect_timeout: float = Field(default=30.0, ge=0, description="how long start-up waits for PostgreSQL")
 
+    # API keys are read from the database at most this often (a new or revoked key takes effect within it).
+    key_cache_seconds: float = Field(default=5.0, ge=0)
+    # How often the receiver checks the stored retention policy (it is applied at most once a day).
+    retention_check_seconds: float = Field(default=3600.0, gt=0)
+
     log_level: str = "info"

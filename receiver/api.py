@@ -1,0 +1,515 @@
+"""The query API (`/api/runs`, `/api/runs/{id}`, `/api/runs/{id}/metrics`) and the read-only page at `/`.
+
+The queries themselves (`list_runs`, `get_run`, `run_children`, `run_metrics`) take an asyncpg connection, so
+`glia runs` and `glia show` run exactly what the API runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import enum
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response
+from pydantic import BaseModel, Field
+
+from . import auth, queries
+
+PAGE_DIR = Path(__file__).parent / "page"
+PAGE_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+RUN_ID_PATTERN = r"^[0-9a-fA-F]{16}$"
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_RETRYABLE_CLASSES = ("08", "53", "57", "40")
+MAX_LIMIT = 500
+
+
+class Sort(enum.StrEnum):
+    """Sort keys of /api/runs; a leading '-' means descending."""
+
+    NEWEST = "-started_at"
+    OLDEST = "started_at"
+    WALL_DESC = "-wall_seconds"
+    WALL_ASC = "wall_seconds"
+    MEMORY_DESC = "-peak_rss_bytes"
+    MEMORY_ASC = "peak_rss_bytes"
+    CPU_DESC = "-cpu_seconds"
+    CPU_ASC = "cpu_seconds"
+
+
+@dataclass(frozen=True)
+class _SortSql:
+    sort_expr: str
+    cursor_type: str
+
+
+# The only text ever formatted into list_runs: chosen by the validated Sort, never taken from the request.
+_SORT_SQL = {
+    "started_at": _SortSql("started_at", "timestamptz"),
+    # missing figures sort as -1: last when descending, first when ascending
+    "wall_seconds": _SortSql("coalesce(wall_seconds, -1)", "float8"),
+    "peak_rss_bytes": _SortSql("coalesce(peak_rss_bytes::float8, -1)", "float8"),
+    "cpu_seconds": _SortSql("coalesce(cpu_seconds, -1)", "float8"),
+}
+
+
+@cache
+def _list_runs_sql(sort: Sort) -> str:
+    column = sort.value.lstrip("-")
+    spec = _SORT_SQL[column]
+    descending = sort.value.startswith("-")
+    return queries.load("api.sql")["list_runs"].format(
+        sort_expr=spec.sort_expr,
+        cursor_type=spec.cursor_type,
+        direction="DESC" if descending else "ASC",
+        cmp="<" if descending else ">",
+    )
+
+
+class InvalidQuery(ValueError):
+    """A query parameter that cannot be used; `param` names it for the 422 answer."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+# --- parameters ---------------------------------------------------------------------------------------------------
+
+
+def parse_when(text: str, param: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time, or an age such as `7d`, `12h`, `30m`, `2w` meaning that long before now."""
+    match = _RELATIVE.match(text)
+    if match:
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        if seconds > 100 * 365 * 86400:
+            raise InvalidQuery(param, f"{text!r} is more than a century")
+        return (now or datetime.now(UTC)) - timedelta(seconds=seconds)
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidQuery(
+            param,
+            f"{text!r} is neither an ISO 8601 time (2026-11-01T12:00:00Z) nor an age (7d, 12h, 30m, 2w)",
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)  # a time without zone is taken as UTC
+    return value
+
+
+def parse_attrs(items: list[str]) -> dict[str, Any] | None:
+    """`key=value` pairs -> one JSONB containment object. A value that reads as JSON (1000, 2.5, true, "S1")
+    is matched with its JSON type; anything else as a string."""
+    if not items:
+        return None
+    wanted: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InvalidQuery("attr", f"{item!r} is not key=value (e.g. attr=sample=S1)")
+        if key in wanted:
+            raise InvalidQuery("attr", f"{key!r} is given twice")
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = raw
+        if isinstance(value, dict | list):
+            value = raw  # containment is for scalar values; a JSON document is matched as the text it is
+        wanted[key] = value
+    return wanted
+
+
+@dataclass
+class RunFilter:
+    """The filters of /api/runs and `glia runs`; None means not filtered."""
+
+    program: str | None = None
+    user: str | None = None
+    host: str | None = None
+    status: str | None = None
+    exit_code: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    attrs: dict[str, Any] | None = None
+    script_sha256: str | None = None
+
+    def check(self) -> None:
+        """Raise InvalidQuery for values PostgreSQL would refuse (NUL characters) or that cannot match."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str) and "\x00" in value:
+                raise InvalidQuery(f.name, "must not contain NUL characters")
+        if self.attrs and "\x00" in orjson.dumps(self.attrs).decode():
+            raise InvalidQuery("attr", "must not contain NUL characters")
+        if self.since and self.until and self.since >= self.until:
+            raise InvalidQuery("until", "must be later than since")
+
+
+def encode_cursor(sort: Sort, row: dict[str, Any]) -> str:
+    """An opaque keyset cursor: the sort value and the id of the last row of a page."""
+    value = row["sort_value"]
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = orjson.dumps([sort.value, value, row["trace_id"], row["run_id"]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, str, str]:
+    """(sort value, trace_id, run_id) from a cursor made for the same sort."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        made_for, value, trace_id, run_id = orjson.loads(raw)
+        if made_for != sort.value:
+            raise InvalidQuery("cursor", f"this cursor was made for sort={made_for}, not sort={sort.value}")
+        if not isinstance(trace_id, str) or not isinstance(run_id, str) or "\x00" in trace_id + run_id:
+            raise ValueError
+        if _SORT_SQL[sort.value.lstrip("-")].cursor_type == "timestamptz":
+            value = datetime.fromisoformat(value)
+        elif not isinstance(value, int | float) or isinstance(value, bool):
+            raise ValueError
+        return value, trace_id, run_id
+    except InvalidQuery:
+        raise
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidQuery(
+            "cursor", "is not a cursor this API handed out (use next_cursor as given)"
+        ) from None
+
+
+# --- queries ------------------------------------------------------------------------------------------------------
+
+
+def _row(record: asyncpg.Record) -> dict[str, Any]:
+    out = dict(record)
+    for key in ("attributes", "resource"):
+        if isinstance(out.get(key), str):
+            out[key] = orjson.loads(out[key])
+    return out
+
+
+async def list_runs(
+    conn: asyncpg.Connection,
+    flt: RunFilter,
+    sort: Sort = Sort.NEWEST,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of runs and the cursor of the next page (None on the last page)."""
+    flt.check()
+    after: tuple[Any, str | None, str | None] = (None, None, None)
+    if cursor:
+        after = decode_cursor(cursor, sort)
+    async with conn.transaction(readonly=True):
+        await conn.execute(queries.load("api.sql")["force_custom_plan"])
+        records = await conn.fetch(
+            _list_runs_sql(sort),
+            flt.program,
+            flt.user,
+            flt.host,
+            flt.status,
+            flt.exit_code,
+            flt.since,
+            flt.until,
+            orjson.dumps(flt.attrs).decode() if flt.attrs else None,
+            flt.script_sha256,
+            *after,
+            limit + 1,
+        )
+    rows = [_row(r) for r in records]
+    next_cursor = encode_cursor(sort, rows[limit - 1]) if len(rows) > limit else None
+    rows = rows[:limit]
+    for row in rows:
+        del row["sort_value"]
+    return rows, next_cursor
+
+
+async def get_run(conn: asyncpg.Connection, run_id: str) -> dict[str, Any] | None:
+    """The run with this id (its span id), or None."""
+    record = await conn.fetchrow(queries.load("api.sql")["get_run"], run_id.lower())
+    return _row(record) if record else None
+
+
+async def run_children(conn: asyncpg.Connection, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spans below the run in its trace, with their depth."""
+    records = await conn.fetch(queries.load("api.sql")["run_children"], run["trace_id"], run["run_id"])
+    return [_row(r) for r in records]
+
+
+async def run_metrics(conn: asyncpg.Connection, run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's metric points as series, one per metric name and attribute set."""
+    records = await conn.fetch(
+        queries.load("api.sql")["run_metrics"],
+        run["service_instance_id"],
+        run["started_at"],
+        run["ended_at"],
+        run["trace_id"],
+        run["run_id"],
+    )
+    series: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        key = (r["metric_name"], r["attributes"])
+        entry = series.get(key)
+        if entry is None:
+            entry = series[key] = {
+                "name": r["metric_name"],
+                "unit": r["unit"],
+                "type": r["metric_type"],
+                "attributes": orjson.loads(r["attributes"]),
+                "points": [],
+            }
+        entry["points"].append({"time": r["time"], "value": r["value"]})
+    return list(series.values())
+
+
+# --- HTTP ---------------------------------------------------------------------------------------------------------
+
+
+class RunSummary(BaseModel):
+    """A row of /api/runs."""
+
+    run_id: str = Field(description="the span id: 16 hex digits")
+    trace_id: str
+    parent_run_id: str | None
+    run_name: str
+    program_name: str | None = Field(description="service.name")
+    run_kind: str | None = Field(description="block, function or command; null for a plain root span")
+    user_name: str | None
+    host_name: str | None
+    status: str = Field(description="ok, error or unset")
+    status_message: str | None
+    exit_code: int | None
+    started_at: datetime
+    ended_at: datetime
+    wall_seconds: float
+    cpu_seconds: float | None
+    cpu_percent: float | None
+    peak_rss_bytes: int | None
+    peak_rss_method: str | None
+    io_read_bytes: int | None
+    io_write_bytes: int | None
+    script_path: str | None
+    script_sha256: str | None
+    attributes: dict[str, Any] = Field(description="the run's custom values and other span attributes")
+
+
+class RunPage(BaseModel):
+    runs: list[RunSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+
+
+class ChildSpan(BaseModel):
+    span_id: str
+    parent_span_id: str | None
+    depth: int = Field(description="1 for a direct child of the run")
+    name: str
+    kind: int
+    run_kind: str | None
+    status: str
+    status_message: str | None
+    started_at: datetime
+    ended_at: datetime
+    wall_seconds: float
+    peak_rss_bytes: int | None
+    attributes: dict[str, Any]
+
+
+class RunDetail(RunSummary):
+    """A run with every column of the runs view and the spans below it."""
+
+    runtime: str | None
+    os_type: str | None
+    command_args: list[str] | None
+    working_directory: str | None
+    cpu_user_seconds: float | None
+    cpu_system_seconds: float | None
+    max_rss_kb: int | None
+    service_instance_id: str | None
+    resource: dict[str, Any]
+    children: list[ChildSpan]
+
+
+class Point(BaseModel):
+    time: datetime
+    value: float | None
+
+
+class MetricSeries(BaseModel):
+    name: str = Field(description="e.g. process.memory.usage, process.cpu.time")
+    unit: str | None
+    type: str
+    attributes: dict[str, Any]
+    points: list[Point]
+
+
+class RunMetrics(BaseModel):
+    run_id: str
+    series: list[MetricSeries]
+
+
+class ErrorDetail(BaseModel):
+    detail: Any
+
+
+def _json(body: Any) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+def _invalid(exc: InvalidQuery) -> HTTPException:
+    return HTTPException(422, [{"loc": ["query", exc.param], "msg": exc.message, "type": "value_error"}])
+
+
+@contextlib.asynccontextmanager
+async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; a database that is away or busy is 503 with Retry-After, as on ingest."""
+    retry = {"Retry-After": str(request.app.state.settings.retry_after_seconds)}
+    pool: asyncpg.Pool = request.app.state.pool
+    try:
+        async with pool.acquire(timeout=request.app.state.settings.pool_acquire_timeout) as conn:
+            yield conn
+    except TimeoutError:
+        raise HTTPException(503, "database pool is saturated: every connection is busy", retry) from None
+    except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
+        raise HTTPException(503, f"database is unreachable: {type(exc).__name__}", retry) from None
+    except asyncpg.PostgresError as exc:
+        if (exc.sqlstate or "").startswith(_RETRYABLE_CLASSES):
+            raise HTTPException(503, f"database is unavailable: {exc}", retry) from None
+        raise
+
+
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorDetail, "description": "no API key, or an unknown or revoked one (when keys exist)"},
+    403: {"model": ErrorDetail, "description": "an API key without the read scope"},
+    503: {
+        "model": ErrorDetail,
+        "description": "the database is unreachable or busy; retry after Retry-After",
+    },
+}
+
+router = APIRouter()
+api = APIRouter(prefix="/api", tags=["runs"], dependencies=[Depends(auth.require("read"))])
+
+Text = Annotated[str | None, Query(max_length=1000)]
+
+
+@api.get(
+    "/runs",
+    summary="runs, newest first, filtered and paged",
+    response_model=RunPage,
+    responses=_AUTH_RESPONSES,
+)
+async def runs_endpoint(
+    request: Request,
+    program: Annotated[str | None, Query(max_length=1000, description="service.name of the runs")] = None,
+    service: Annotated[str | None, Query(max_length=1000, description="the same as program")] = None,
+    user: Annotated[str | None, Query(max_length=1000, description="process.owner")] = None,
+    host: Annotated[str | None, Query(max_length=1000, description="host.name")] = None,
+    status: Annotated[
+        str | None, Query(pattern="^(ok|error|unset)$", description="ok, error or unset")
+    ] = None,
+    exit_code: Annotated[int | None, Query(ge=-(2**31), le=2**31 - 1)] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="started at or after: ISO 8601 time or an age (7d, 12h)")
+    ] = None,
+    until: Annotated[
+        str | None, Query(max_length=64, description="started before: ISO 8601 time or an age")
+    ] = None,
+    attr: Annotated[
+        list[str],
+        Query(
+            max_length=50,
+            description="custom value, key=value, repeatable; the value is matched with its JSON type when it "
+            'reads as JSON (1000, true, "1000"), else as a string',
+        ),
+    ] = [],  # noqa: B006 - FastAPI copies defaults
+    script_sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+    sort: Annotated[Sort, Query(description="sort key; a leading '-' means descending")] = Sort.NEWEST,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=2000, description="next_cursor of the previous page")
+    ] = None,
+) -> Response:
+    """Runs matching every given filter, in `sort` order, `limit` at a time (keyset pagination)."""
+    if program and service and program != service:
+        raise _invalid(InvalidQuery("service", "program and service name the same filter; give one"))
+    try:
+        flt = RunFilter(
+            program=program or service,
+            user=user,
+            host=host,
+            status=status,
+            exit_code=exit_code,
+            since=parse_when(since, "since") if since else None,
+            until=parse_when(until, "until") if until else None,
+            attrs=parse_attrs(attr),
+            script_sha256=script_sha256,
+        )
+        async with _connection(request) as conn:
+            rows, next_cursor = await list_runs(conn, flt, sort, limit, cursor)
+    except InvalidQuery as exc:
+        raise _invalid(exc) from None
+    return _json({"runs": rows, "next_cursor": next_cursor})
+
+
+RunId = Annotated[str, PathParam(pattern=RUN_ID_PATTERN, description="the run's span id: 16 hex digits")]
+
+
+@api.get(
+    "/runs/{run_id}",
+    summary="one run with every attribute and the spans below it",
+    response_model=RunDetail,
+    responses={404: {"model": ErrorDetail, "description": "no run with this id"}, **_AUTH_RESPONSES},
+)
+async def run_endpoint(request: Request, run_id: RunId) -> Response:
+    """The run and its child spans (depth first, at most 1000)."""
+    async with _connection(request) as conn:
+        run = await get_run(conn, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run with id {run_id}")
+        run["children"] = await run_children(conn, run)
+    return _json(run)
+
+
+@api.get(
+    "/runs/{run_id}/metrics",
+    summary="the run's metric points over time (memory, CPU, ...)",
+    response_model=RunMetrics,
+    responses={404: {"model": ErrorDetail, "description": "no run with this id"}, **_AUTH_RESPONSES},
+)
+async def run_metrics_endpoint(request: Request, run_id: RunId) -> Response:
+    """The points its process reported while the run was going, one series per metric and attribute set."""
+    async with _connection(request) as conn:
+        run = await get_run(conn, run_id)
+        if run is None:
+            raise HTTPException(404, f"no run with id {run_id}")
+        series = await run_metrics(conn, run)
+    return _json({"run_id": run["run_id"], "series": series})
+
+
+router.include_router(api)
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    """The read-only page; it holds no data itself (the data comes from /api, which checks the key)."""
+    return FileResponse(PAGE_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/page/{name}", include_in_schema=False)
+async def page_asset(name: str) -> FileResponse:
+    media_type = PAGE_ASSETS.get(name)
+    if media_type is None:
+        raise HTTPException(404, f"no page asset {name!r}")
+    return FileResponse(PAGE_DIR / name, media_type=media_type)

@@ -1,0 +1,147 @@
+"""API keys: bearer tokens stored hashed, checked against a key set cached for a few seconds.
+
+With no active key, everything is open (the embedded default on localhost). Once one key exists, ingest
+(`/v1/traces`, `/v1/metrics`) needs a key of scope `ingest`, and the query API needs a key of scope `read`.
+A missing or unknown key is 401, a key of the wrong scope 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from fastapi import Request
+
+from . import queries
+from .errors import GliaError, Unavailable
+
+SCOPES = ("ingest", "read")
+KEY_PREFIX = "glia_"
+
+
+class AuthError(GliaError):
+    """A request without the key it needs: 401 (no or unknown key) or 403 (a key of another scope)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+def new_key() -> str:
+    """A fresh secret: the `glia_` prefix (so scanners can spot leaked keys) and 256 random bits."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """What is stored for a key. The secret is 256 random bits, so a fast hash resists guessing as well as a slow one."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def bearer(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, if there is one."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+@dataclass
+class KeyCache:
+    """The active keys (hash -> scope), read from PostgreSQL at most once every `ttl` seconds.
+
+    Ingest checks every request, so the set is kept in memory: a new or revoked key takes effect within `ttl`.
+    """
+
+    pool: asyncpg.Pool
+    ttl: float = 5.0
+    _keys: dict[str, str] | None = None
+    _loaded_at: float = 0.0
+    _lock: asyncio.Lock | None = None
+
+    async def keys(self) -> dict[str, str]:
+        """The active keys, refreshed when older than `ttl`."""
+        if self._keys is not None and time.monotonic() - self._loaded_at < self.ttl:
+            return self._keys
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._keys is not None and time.monotonic() - self._loaded_at < self.ttl:
+                return self._keys
+            try:
+                rows = await self.pool.fetch(queries.load("auth.sql")["active_keys"], timeout=5)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if self._keys is not None:
+                    return self._keys  # keep serving with the last known set while the database is away
+                raise Unavailable(f"cannot read the API keys: {exc}") from None
+            self._keys = {row["key_hash"]: row["scope"] for row in rows}
+            self._loaded_at = time.monotonic()
+            return self._keys
+
+    async def check(self, request: Request, scope: str) -> None:
+        """Raise AuthError unless the request may do what `scope` allows (always allowed when no key exists)."""
+        keys = await self.keys()
+        if not keys:
+            return
+        token = bearer(request)
+        if token is None:
+            raise AuthError(
+                401, f"this receiver requires an API key: send 'Authorization: Bearer <{scope} key>'"
+            )
+        granted = keys.get(hash_key(token))
+        if granted is None:
+            raise AuthError(401, "the API key is not valid (unknown or revoked)")
+        if granted != scope:
+            raise AuthError(
+                403, f"this API key has scope '{granted}'; this endpoint needs a key of scope '{scope}'"
+            )
+
+
+def require(scope: str) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency that checks the request's key against the app's KeyCache."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: expected one of {', '.join(SCOPES)}")
+
+    async def dependency(request: Request) -> None:
+        cache: KeyCache = request.app.state.keys
+        await cache.check(request, scope)
+
+    return dependency
+
+
+# --- key management (`glia keys`) ---------------------------------------------------------------------------------
+
+
+async def create_key(conn: asyncpg.Connection, name: str, scope: str) -> tuple[str, dict[str, Any]]:
+    """Store a new key; returns the secret (shown once, never stored) and its row."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: expected one of {', '.join(SCOPES)}")
+    key = new_key()
+    try:
+        row = await conn.fetchrow(
+            queries.load("auth.sql")["create_key"], name, scope, hash_key(key), key[: len(KEY_PREFIX) + 6]
+        )
+    except asyncpg.UniqueViolationError:
+        raise ValueError(
+            f"an active key named {name!r} exists already: revoke it first or pick another name"
+        ) from None
+    return key, dict(row)
+
+
+async def list_keys(conn: asyncpg.Connection, include_revoked: bool = False) -> list[dict[str, Any]]:
+    """The keys (never their secrets)."""
+    return [dict(r) for r in await conn.fetch(queries.load("auth.sql")["list_keys"], include_revoked)]
+
+
+async def revoke_key(conn: asyncpg.Connection, name_or_id: str) -> list[dict[str, Any]]:
+    """Revoke the active key with this name or id; returns what was revoked (empty if nothing matched)."""
+    return [dict(r) for r in await conn.fetch(queries.load("auth.sql")["revoke_key"], name_or_id)]

@@ -1,0 +1,252 @@
+"""The query API against a seeded database: filters, sorting, keyset pages, one run, its metrics, 422s, and a
+schemathesis run over the OpenAPI schema."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from receiver.queries import parse
+from tests.conftest import REPO, ReceiverServer
+
+Sql = Callable[..., list[dict[str, Any]]]
+SEED_SQL = parse((REPO / "bench" / "seed.sql").read_text())
+N = 120
+
+
+def seed_runs(
+    url: str, n: int = N, months: int = 12, metrics_every: int = 1, newest: datetime | None = None
+) -> None:
+    """Seed `n` synthetic runs (bench/seed.sql): run i has program prog-{i % 50}, host node{i % 20}, ..."""
+    newest = newest or datetime.now(UTC) - timedelta(hours=1)
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(SEED_SQL["seed_partitions"], months, newest)
+            await conn.execute(SEED_SQL["seed_runs"], n, months, newest)
+            await conn.execute(SEED_SQL["seed_metric_points"], metrics_every)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def expected(i: int, n: int = N) -> dict[str, Any]:
+    """What bench/seed.sql gives run i."""
+    return {
+        "program_name": f"prog-{i % 50:02d}",
+        "host_name": f"node{i % 20:02d}",
+        "user_name": ["ada", "bob", "cyd", "dee", "eve", "fay", "gus"][i % 7],
+        "exit_code": 137 if i % 101 == 0 else 1 if i % 13 == 0 else 0,
+        "wall_seconds": float(1 + (i * 7919) % 3600),
+        "peak_rss_bytes": (64 + (i * 37) % 4000) * 1048576,
+        "attributes": {
+            "sample": f"S{i % 1000}",
+            "pipeline": ["rnaseq", "wgs", "chipseq", "qc"][i % 4],
+            "reads": (i % 5000) * 1000,
+        },
+    }
+
+
+def run_id(i: int) -> str:
+    import hashlib
+
+    return hashlib.md5(f"span{i}".encode()).hexdigest()[:16]
+
+
+@pytest.fixture
+def seeded(database_url: str, receiver: ReceiverServer) -> httpx.Client:
+    seed_runs(database_url)
+    with httpx.Client(base_url=receiver.url, timeout=30) as client:
+        yield client
+
+
+def ids(page: dict[str, Any]) -> list[str]:
+    return [r["run_id"] for r in page["runs"]]
+
+
+def test_newest_first_with_every_column(seeded: httpx.Client) -> None:
+    page = seeded.get("/api/runs", params={"limit": 5}).json()
+    # run 1 is the newest, then 2, 3, ...
+    assert ids(page) == [run_id(i) for i in range(1, 6)]
+    first = page["runs"][0]
+    for key, value in expected(1).items():
+        assert first[key] == value, key
+    assert first["status"] == "ok" and first["run_kind"] == "command"
+    assert first["cpu_seconds"] == pytest.approx(expected(1)["wall_seconds"] * 0.15)
+    assert page["next_cursor"]
+
+
+def test_filters_select_the_right_runs(seeded: httpx.Client) -> None:
+    def runs(**params: Any) -> set[int]:
+        page = seeded.get("/api/runs", params={"limit": 500, **params}).json()
+        by_id = {run_id(i): i for i in range(1, N + 1)}
+        return {by_id[r] for r in ids(page)}
+
+    every = range(1, N + 1)
+    assert runs(program="prog-07") == {i for i in every if i % 50 == 7}
+    assert runs(service="prog-07") == {i for i in every if i % 50 == 7}
+    assert runs(host="node03") == {i for i in every if i % 20 == 3}
+    assert runs(user="eve") == {i for i in every if i % 7 == 4}
+    assert runs(status="error") == {i for i in every if expected(i)["exit_code"] != 0}
+    assert runs(exit_code=137) == {101}
+    assert runs(attr="pipeline=wgs") == {i for i in every if i % 4 == 1}
+    # typed containment: a number matches the number, a quoted number the string
+    assert runs(attr="reads=7000") == {7}
+    assert runs(attr=['reads="7000"']) == set()
+    assert runs(attr=["pipeline=qc", "sample=S3"]) == {3}
+    # 12 months over 120 runs: about 3 days apart; the newest week holds runs 1 and 2 only
+    assert runs(since="7d") == {1, 2}
+    newest = datetime.now(UTC) - timedelta(hours=1)
+    assert runs(until=(newest - timedelta(days=355)).isoformat()) == {i for i in every if i > 118}
+    assert runs(program="prog-07", status="error") == {
+        i for i in every if i % 50 == 7 and expected(i)["exit_code"]
+    }
+
+
+def test_keyset_pages_cover_everything_once(seeded: httpx.Client) -> None:
+    for sort in ("-started_at", "started_at", "-peak_rss_bytes", "wall_seconds", "-cpu_seconds"):
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 17, "sort": sort}
+            if cursor:
+                params["cursor"] = cursor
+            page = seeded.get("/api/runs", params=params).json()
+            seen += ids(page)
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert len(seen) == N == len(set(seen)), sort
+    by_memory = seeded.get("/api/runs", params={"sort": "-peak_rss_bytes", "limit": 3}).json()["runs"]
+    top = sorted(range(1, N + 1), key=lambda i: -expected(i)["peak_rss_bytes"])[:3]
+    assert [r["peak_rss_bytes"] for r in by_memory] == [expected(i)["peak_rss_bytes"] for i in top]
+
+
+def test_one_run_with_children_and_metrics(seeded: httpx.Client, sql: Sql) -> None:
+    rid = run_id(5)
+    trace = sql("SELECT trace_id FROM spans WHERE span_id = $1", rid)[0]["trace_id"]
+    # a child span and a grandchild under run 5
+    for span, parent, name in (
+        ("c000000000000001", rid, "step-1"),
+        ("c000000000000002", "c000000000000001", "io"),
+    ):
+        sql(
+            "INSERT INTO spans (trace_id, span_id, parent_span_id, start_time, end_time, name, start_time_unix_nano,"
+            " duration_ns) SELECT trace_id, $2, $3, start_time, end_time, $4, start_time_unix_nano, 1000"
+            " FROM spans WHERE span_id = $1",
+            rid,
+            span,
+            parent,
+            name,
+        )
+    run = seeded.get(f"/api/runs/{rid}").json()
+    assert run["run_id"] == rid and run["trace_id"] == trace
+    assert run["program_name"] == "prog-05" and run["attributes"] == expected(5)["attributes"]
+    assert run["max_rss_kb"] == expected(5)["peak_rss_bytes"] // 1024
+    assert [(c["name"], c["depth"]) for c in run["children"]] == [("step-1", 1), ("io", 2)]
+
+    metrics = seeded.get(f"/api/runs/{rid}/metrics").json()
+    series = {(s["name"], s["attributes"].get("type")): s for s in metrics["series"]}
+    assert set(series) == {
+        ("process.memory.usage", None),
+        ("process.cpu.time", "user"),
+        ("process.cpu.time", "system"),
+    }
+    memory = series[("process.memory.usage", None)]["points"]
+    wall = expected(5)["wall_seconds"]
+    assert len(memory) == int(wall // 10) + 1
+    assert max(p["value"] for p in memory) == pytest.approx(expected(5)["peak_rss_bytes"])
+    assert [p["time"] for p in memory] == sorted(p["time"] for p in memory)
+
+
+def test_not_found_and_validation_messages(seeded: httpx.Client) -> None:
+    missing = seeded.get("/api/runs/0123456789abcdef")
+    assert missing.status_code == 404 and "0123456789abcdef" in missing.json()["detail"]
+    bad_id = seeded.get("/api/runs/not-a-run")
+    assert bad_id.status_code == 422 and bad_id.json()["detail"][0]["loc"] == ["path", "run_id"]
+
+    def problem(**params: Any) -> dict[str, Any]:
+        response = seeded.get("/api/runs", params=params)
+        assert response.status_code == 422, params
+        detail: dict[str, Any] = response.json()["detail"][0]
+        return detail
+
+    assert problem(since="last tuesday")["loc"] == ["query", "since"]
+    assert "ISO 8601" in problem(since="last tuesday")["msg"]
+    assert "key=value" in problem(attr="nokey")["msg"]
+    assert problem(limit=0)["loc"] == ["query", "limit"]
+    assert problem(limit=501)["loc"] == ["query", "limit"]
+    assert problem(sort="owner")["loc"] == ["query", "sort"]
+    assert problem(status="failed")["loc"] == ["query", "status"]
+    assert "cursor" in problem(cursor="garbage")["msg"]
+    assert "later than since" in problem(since="2026-01-02", until="2026-01-01")["msg"]
+    cursor = seeded.get("/api/runs", params={"limit": 1}).json()["next_cursor"]
+    assert "sort=-started_at" in problem(cursor=cursor, sort="wall_seconds")["msg"]
+    assert problem(user="a\x00b")["loc"] == ["query", "user"]
+
+
+def test_openapi_documents_the_api(seeded: httpx.Client) -> None:
+    schema = seeded.get("/openapi.json").json()
+    assert {"/api/runs", "/api/runs/{run_id}", "/api/runs/{run_id}/metrics"} <= set(schema["paths"])
+    params = {p["name"] for p in schema["paths"]["/api/runs"]["get"]["parameters"]}
+    assert {
+        "program",
+        "user",
+        "host",
+        "status",
+        "exit_code",
+        "since",
+        "until",
+        "attr",
+        "sort",
+        "limit",
+        "cursor",
+    } <= params
+
+
+def test_schemathesis(seeded: httpx.Client, tmp_path: Path) -> None:
+    """Every generated request gets a documented answer that matches its schema, never a 500."""
+    import schemathesis
+    from hypothesis import HealthCheck, settings
+    from schemathesis.specs.openapi.checks import (
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    schema = schemathesis.openapi.from_url(f"{seeded.base_url}/openapi.json")
+    failures: list[str] = []
+    count = 0
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+        if not op.path.startswith("/api/"):
+            continue
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @schema.given(case=op.as_strategy())  # type: ignore[misc]
+        def check(case: Any) -> None:
+            nonlocal count
+            count += 1
+            response = case.call(base_url=str(seeded.base_url))
+            for checker in (not_a_server_error, status_code_conformance, response_schema_conformance):
+                try:
+                    case.validate_response(response, checks=(checker,))
+                except Exception as exc:  # collect, then report all at once
+                    failures.append(f"{case.method} {case.formatted_path} {case.query}: {exc}")
+                    raise
+
+        try:
+            check()
+        except Exception:
+            pass
+    assert count >= 60
+    assert not failures, "\n".join(failures[:5])
