@@ -1,0 +1,98 @@
+"""Accuracy of what a tracked block measures: peak memory above its start, and CPU time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ReceiverServer
+from tests.integration.test_client_track import Sql, client_env, run_python
+
+MIB = 1024 * 1024
+
+
+def _attrs(row: dict[str, Any]) -> dict[str, Any]:
+    value = row["attributes"]
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def test_block_peak_is_within_5_percent_of_200_mib(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import glia_otel
+        junk = bytearray(50 * 1024 * 1024)  # the process peaks before the block: the block must not see it
+        del junk
+        with glia_otel.track("alloc"):
+            x = bytearray(200 * 1024 * 1024)
+            for i in range(0, len(x), 4096):
+                x[i] = 1
+            del x
+        """,
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = sql("SELECT peak_rss_bytes, peak_rss_method, attributes FROM spans")
+    assert row["peak_rss_method"] == "hwm-reset"
+    above = row["peak_rss_bytes"] - _attrs(row)["glia.memory.start_rss_bytes"]
+    assert abs(above - 200 * MIB) / (200 * MIB) < 0.05, above / MIB
+
+
+def test_nested_block_does_not_corrupt_the_outer_peak(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import glia_otel
+        with glia_otel.track("outer"):
+            x = bytearray(120 * 1024 * 1024)
+            for i in range(0, len(x), 4096):
+                x[i] = 1
+            del x
+            with glia_otel.track("inner"):  # resets the process's high-water mark
+                y = bytearray(10 * 1024 * 1024)
+                for i in range(0, len(y), 4096):
+                    y[i] = 1
+                del y
+        """,
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in sql("SELECT name, peak_rss_bytes, attributes FROM spans")}
+    outer, inner = rows["outer"], rows["inner"]
+    outer_above = outer["peak_rss_bytes"] - _attrs(outer)["glia.memory.start_rss_bytes"]
+    inner_above = inner["peak_rss_bytes"] - _attrs(inner)["glia.memory.start_rss_bytes"]
+    assert abs(outer_above - 120 * MIB) / (120 * MIB) < 0.05, outer_above / MIB
+    assert abs(inner_above - 10 * MIB) / (10 * MIB) < 0.2, inner_above / MIB
+
+
+def test_block_cpu_is_within_5_percent_of_getrusage(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import resource, time
+        import glia_otel
+        glia_otel.configure()
+        with glia_otel.track("spin"):
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            t = time.process_time()
+            while time.process_time() - t < 0.5:
+                pass
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+        print((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+        """,
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    reference = float(proc.stdout)
+    (row,) = sql("SELECT cpu_user_seconds, cpu_system_seconds, cpu_percent, duration_ns FROM spans")
+    total = row["cpu_user_seconds"] + row["cpu_system_seconds"]
+    assert abs(total - reference) / reference < 0.05, (total, reference)
+    wall = row["duration_ns"] / 1e9
+    assert abs(row["cpu_percent"] - 100 * total / wall) / row["cpu_percent"] < 0.01
