@@ -56,7 +56,10 @@ class WriteResult:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.execute(queries.load()["create_stage_tables"])
+    try:
+        await conn.execute(queries.load()["create_stage_tables"])
+    except asyncpg.UndefinedTableError:
+        pass  # no schema yet: check_schema says so and the receiver does not start
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int, statement_timeout_ms: int) -> asyncpg.Pool:
