@@ -1,0 +1,137 @@
+"""Never slow, never lose: the spool when the endpoint is down, `glia flush`, and the exit deadline."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ReceiverServer
+from tests.integration.test_client_track import GLIA, Sql, client_env, run_python
+
+FIFTY_RUNS = """
+import glia_otel
+for i in range(50):
+    with glia_otel.track("job", i=i):
+        pass
+"""
+
+
+def _spooled(spool: Path) -> list[Path]:
+    return sorted(p for p in spool.glob("*") if not p.name.endswith(".tmp"))
+
+
+def test_fifty_runs_spool_then_flush_delivers_exactly_fifty(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    spool = tmp_path / "spool"
+    receiver.stop()
+    env = client_env(receiver.url, spool, GLIA_EXPORT_DEADLINE_MS="250")
+    t0 = time.monotonic()
+    proc = run_python(tmp_path, FIFTY_RUNS, env)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t0 < 10
+    assert proc.stderr.count("could not reach") == 1, proc.stderr  # logged once, clearly
+    assert _spooled(spool)
+
+    down = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
+    assert down.returncode == 1 and "kept for later" in down.stderr
+
+    receiver.start()
+    flushed = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
+    assert flushed.returncode == 0, flushed.stderr
+    assert "50 span(s)" in flushed.stdout
+    assert not _spooled(spool)
+    rows = sql("SELECT attributes->>'i' AS i FROM spans WHERE name = 'job'")
+    assert sorted(int(r["i"]) for r in rows) == list(range(50))
+
+    again = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
+    assert "sent 0 request(s)" in again.stdout
+
+
+def test_next_glia_process_resends_in_the_background(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    spool = tmp_path / "spool"
+    receiver.stop()
+    env = client_env(receiver.url, spool)
+    for _ in range(3):
+        assert subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True).returncode == 0
+    assert len(_spooled(spool)) == 3
+    receiver.start()
+    assert subprocess.run([GLIA, "run", "--", "sleep", "1"], env=env, capture_output=True).returncode == 0
+    assert sql("SELECT count(*) AS n FROM spans")[0]["n"] == 4
+    assert not _spooled(spool)
+
+
+@pytest.fixture
+def silent_endpoint() -> Iterator[str]:
+    """An endpoint that accepts connections and never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_exit_is_bounded_by_the_deadline_and_the_run_is_spooled(tmp_path: Path, silent_endpoint: str) -> None:
+    spool = tmp_path / "spool"
+    env = client_env(silent_endpoint, spool, GLIA_EXPORT_DEADLINE_MS="250")
+    script = "import glia_otel, time\nwith glia_otel.track('x'):\n    pass\nprint(time.monotonic())\n"
+    proc = run_python(tmp_path, script, env)
+    exited = time.monotonic()
+    assert proc.returncode == 0, proc.stderr
+    # From the end of the script to the end of the process: the deadline plus interpreter teardown.
+    assert exited - float(proc.stdout) < 1.0
+    assert len(_spooled(spool)) == 1
+    assert "exit deadline" in proc.stderr or "timed out" in proc.stderr
+
+    t0 = time.monotonic()
+    assert subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True).returncode == 0
+    assert time.monotonic() - t0 < 1.5
+    assert len(_spooled(spool)) == 2
+
+
+def test_unwritable_spool_loses_only_what_cannot_be_written(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    env = client_env(None, blocker / "spool")
+    proc = run_python(tmp_path, "import glia_otel\nwith glia_otel.track('x'):\n    print('ran')\n", env)
+    assert proc.returncode == 0 and proc.stdout == "ran\n"
+    assert proc.stderr.count("could not write to the spool") == 1, proc.stderr
+    assert "were lost" in proc.stderr and "Traceback" not in proc.stderr
+    run = subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and "could not write to the spool" in run.stderr
+
+
+def test_spool_is_bounded_oldest_dropped_first_with_one_warning(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    env = client_env(None, spool, GLIA_SPOOL_MAX_BYTES="6000")
+    proc = run_python(
+        tmp_path,
+        """
+        import glia_otel
+        for i in range(40):
+            with glia_otel.track("job", i=i, pad="x" * 300):
+                pass
+            glia_otel.force_flush()
+        """,
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    files = _spooled(spool)
+    assert sum(p.stat().st_size for p in files) <= 6000
+    assert 1 < len(files) < 40
+    assert proc.stderr.count("dropped the") == 1, proc.stderr
+    # The newest runs survive: the last file holds the last run.
+    import gzip
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    req.ParseFromString(gzip.decompress(files[-1].read_bytes()))
+    (span,) = req.resource_spans[0].scope_spans[0].spans
+    assert {kv.key: kv.value.int_value for kv in span.attributes if kv.key == "i"} == {"i": 39}
