@@ -12,6 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
 
 from receiver.queries import parse
 from tests.conftest import REPO, ReceiverServer
@@ -213,40 +215,26 @@ def test_openapi_documents_the_api(seeded: httpx.Client) -> None:
     } <= params
 
 
-def test_schemathesis(seeded: httpx.Client, tmp_path: Path) -> None:
-    """Every generated request gets a documented answer that matches its schema, never a 500."""
-    import schemathesis
-    from hypothesis import HealthCheck, settings
-    from schemathesis.specs.openapi.checks import (
-        not_a_server_error,
-        response_schema_conformance,
-        status_code_conformance,
-    )
+def test_schemathesis(seeded: httpx.Client) -> None:
+    """Generated requests for every /api operation get a documented status and a body matching the schema, never a
+    500 (schemathesis checks, driven by hypothesis against the running receiver)."""
+    from hypothesis import given
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
 
     schema = schemathesis.openapi.from_url(f"{seeded.base_url}/openapi.json")
-    failures: list[str] = []
-    count = 0
-    for operation in schema.get_all_operations():
-        op = operation.ok()
-        if not op.path.startswith("/api/"):
+    calls = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if not operation.path.startswith("/api/"):
             continue
 
+        @given(case=operation.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @schema.given(case=op.as_strategy())  # type: ignore[misc]
         def check(case: Any) -> None:
-            nonlocal count
-            count += 1
-            response = case.call(base_url=str(seeded.base_url))
-            for checker in (not_a_server_error, status_code_conformance, response_schema_conformance):
-                try:
-                    case.validate_response(response, checks=(checker,))
-                except Exception as exc:  # collect, then report all at once
-                    failures.append(f"{case.method} {case.formatted_path} {case.query}: {exc}")
-                    raise
+            nonlocal calls
+            calls += 1
+            # values the schema allows but that mean nothing (since=2026-13-45) are a 422 by design
+            case.call_and_validate(excluded_checks=[positive_data_acceptance])
 
-        try:
-            check()
-        except Exception:
-            pass
-    assert count >= 60
-    assert not failures, "\n".join(failures[:5])
+        check()
+    assert calls >= 100
