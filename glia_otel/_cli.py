@@ -15,6 +15,10 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "migrate": ("receiver.cli", "migrate_main", "apply (or roll back) the database schema migrations"),
     "run": ("glia_otel._run", "main", "run a command and record it as a run: glia run -- CMD ARGS..."),
     "flush": ("glia_otel._spool", "flush_main", "resend runs that were spooled while the endpoint was down"),
+    "runs": ("receiver.query_cli", "runs_main", "list runs: a table, or --format json|csv, with filters"),
+    "show": ("receiver.query_cli", "show_main", "show one run: attributes, child spans, samples"),
+    "keys": ("receiver.query_cli", "keys_main", "create, list and revoke API keys"),
+    "retention": ("receiver.query_cli", "retention_main", "drop old monthly partitions; store the daily policy"),
 }
 
 
