@@ -53,8 +53,8 @@ class Signal:
     """What differs between /v1/traces and /v1/metrics."""
 
     name: str
-    decode: Callable[[bytes, str], decode.Decoded[Any]]
-    flatten: Callable[[list[Any], flatten.Limits, int], flatten.Rows]
+    parse: Callable[[bytes, str], decode.Decoded[Any]]
+    to_rows: Callable[[list[Any], flatten.Limits, int], flatten.Rows]
     write: Callable[[Store, flatten.Rows], Awaitable[Any]]
     response: Callable[[int, str], bytes]
     rejected_field: str  # the partial_success field, in OTLP/JSON spelling
@@ -65,7 +65,7 @@ def _trace_response(rejected: int, message: str) -> bytes:
     if rejected or message:
         response.partial_success.rejected_spans = rejected
         response.partial_success.error_message = message
-    return response.SerializeToString()
+    return bytes(response.SerializeToString())
 
 
 def _metric_response(rejected: int, message: str) -> bytes:
@@ -73,7 +73,7 @@ def _metric_response(rejected: int, message: str) -> bytes:
     if rejected or message:
         response.partial_success.rejected_data_points = rejected
         response.partial_success.error_message = message
-    return response.SerializeToString()
+    return bytes(response.SerializeToString())
 
 
 TRACES = Signal("traces", decode.decode_traces, flatten.span_rows, Store.write_spans, _trace_response, "rejectedSpans")
@@ -217,8 +217,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         signal: Signal, body: bytes, request: Request, kind: str
     ) -> tuple[decode.Decoded[Any], flatten.Rows]:
         raw = decode.decompress(body, request.headers.get("content-encoding"), settings.max_body_bytes)
-        decoded = signal.decode(raw, kind)
-        rows = signal.flatten(decoded.items, limits, time.time_ns())
+        decoded = signal.parse(raw, kind)
+        rows = signal.to_rows(decoded.items, limits, time.time_ns())
         return decoded, rows
 
     @app.post("/v1/traces", summary="OTLP/HTTP trace export", dependencies=ingest_auth)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -79,10 +80,9 @@ def serve_main(argv: list[str]) -> int:
             timeout_graceful_shutdown=10,
         )
         server = uvicorn.Server(config)
-        try:
+        # uvicorn re-raises the Ctrl-C it handled; by then the server has shut down
+        with contextlib.suppress(KeyboardInterrupt):
             server.run()
-        except KeyboardInterrupt:
-            pass  # uvicorn re-raises the Ctrl-C it handled; the server has already shut down
         return 0 if server.started else 1
     except (GliaError, OSError) as exc:
         log.error("%s", exc)

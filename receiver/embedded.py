@@ -60,8 +60,8 @@ def _free_port(preferred: int) -> int:
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        any_port: int = s.getsockname()[1]
+        return any_port
 
 
 @dataclass
@@ -150,7 +150,9 @@ class EmbeddedPostgres:
     def _exec(self, argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(bin_dir() / argv[0]), *argv[1:]]
         # drop the group and supplementary groups too, not only the uid
-        as_user: dict[str, Any] = {"user": self._run_as, "group": self._run_as, "extra_groups": []} if self._run_as else {}
+        as_user: dict[str, Any] = {}
+        if self._run_as:
+            as_user = {"user": self._run_as, "group": self._run_as, "extra_groups": []}
         result = subprocess.run(
             argv,
             **as_user,

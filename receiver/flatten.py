@@ -308,7 +308,7 @@ def _span_row(
     converter = _Bag(limits)
     bag = converter.convert(span.attributes, limits.max_attributes)
     attribute_columns = _split(bag, SPAN_ATTRIBUTE_COLUMNS)
-    events = []
+    events: list[dict[str, Any]] = []
     for event in span.events:
         if len(events) >= limits.max_events:
             converter.dropped += 1

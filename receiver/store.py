@@ -56,10 +56,9 @@ class WriteResult:
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    try:
+    # with no schema yet there is nothing to stage into: check_schema says so and the receiver does not start
+    with contextlib.suppress(asyncpg.UndefinedTableError):
         await conn.execute(queries.load()["create_stage_tables"])
-    except asyncpg.UndefinedTableError:
-        pass  # no schema yet: check_schema says so and the receiver does not start
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int, statement_timeout_ms: int) -> asyncpg.Pool:
@@ -192,7 +191,7 @@ async def check_schema(store: Store, head: str) -> None:
         )
 
 
-async def wait_for_database(dsn: str, timeout: float) -> None:
+async def wait_for_database(dsn: str, timeout: float) -> None:  # noqa: ASYNC109
     """Connect once, retrying for up to `timeout` seconds; raise the last error after that."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

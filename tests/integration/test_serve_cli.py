@@ -37,7 +37,8 @@ def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"glia serve exited with {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"glia serve exited with {proc.returncode}: {err}")
         try:
             if httpx.get(url + "/readyz", timeout=1).status_code == 200:
                 return

@@ -1,0 +1,219 @@
+"""Ingest throughput: OTLP/HTTP protobuf batches through the receiver versus asyncpg COPY straight into `spans`.
+
+    uv run python bench/ingest.py [--spans 200000] [--batch 512 --batch 8192] [--concurrency 4]
+
+Both sides run in one go against the same dedicated embedded PostgreSQL (a temporary data directory), on the same
+table: the baseline COPYs the rows the receiver would have made; the receiver runs as its own process
+(`glia serve --database-url`), and the benchmark POSTs pre-serialised batches (10 attributes a span) until the
+target number of spans is stored. It prints spans/s, the ratio to COPY, and the receiver's RSS over the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from receiver import decode, flatten  # noqa: E402
+from receiver.embedded import EmbeddedPostgres  # noqa: E402
+from receiver.migrate import upgrade  # noqa: E402
+
+
+def make_batches(total: int, batch: int, seed: int) -> list[bytes]:
+    """Serialised ExportTraceServiceRequests with unique ids, `batch` spans each, 10 attributes a span."""
+    bodies = []
+    now = time.time_ns()
+    made = 0
+    while made < total:
+        request = ExportTraceServiceRequest()
+        rs = request.resource_spans.add()
+        for key, value in (("service.name", "bench"), ("host.name", "bench-host"), ("process.owner", "ada")):
+            kv = rs.resource.attributes.add()
+            kv.key, kv.value.string_value = key, value
+        ss = rs.scope_spans.add()
+        ss.scope.name = "bench"
+        for _ in range(min(batch, total - made)):
+            made += 1
+            span = ss.spans.add()
+            span.trace_id = (seed << 64 | made).to_bytes(16, "big")
+            span.span_id = made.to_bytes(8, "big")
+            span.name = f"task-{made % 50}"
+            span.start_time_unix_nano = now - 10_000_000 + made
+            span.end_time_unix_nano = span.start_time_unix_nano + 1_000_000
+            for i in range(10):
+                kv = span.attributes.add()
+                if i % 2:
+                    kv.key, kv.value.int_value = f"attr.int{i}", made * i
+                else:
+                    kv.key, kv.value.string_value = f"attr.str{i}", f"value-{made % 97}-{i}"
+        bodies.append(gzip.compress(request.SerializeToString(), compresslevel=1))
+    return bodies
+
+
+async def copy_baseline(url: str, bodies: list[bytes]) -> tuple[int, float]:
+    """COPY the same rows straight into spans; returns (rows, seconds) for the COPY alone."""
+    rows: list[tuple[object, ...]] = []
+    months: set[object] = set()
+    for body in bodies:
+        decoded = decode.decode_traces(gzip.decompress(body), decode.PROTOBUF)
+        flat = flatten.span_rows(decoded.items, flatten.Limits(), time.time_ns())
+        rows.extend(flat.rows)
+        months |= flat.months
+    conn = await asyncpg.connect(url)
+    try:
+        for month in months:
+            await conn.execute("SELECT glia_ensure_partition('spans', $1)", month)
+        started = time.perf_counter()
+        for i in range(0, len(rows), 8192):
+            await conn.copy_records_to_table("spans", records=rows[i : i + 8192], columns=flatten.SPAN_COLUMNS)
+        seconds = time.perf_counter() - started
+        await conn.execute("TRUNCATE spans")
+    finally:
+        await conn.close()
+    return len(rows), seconds
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.samples: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.samples.append(self.process.memory_info().rss)
+            self.stop.wait(0.2)
+
+
+async def post_all(endpoint: str, bodies: list[bytes], concurrency: int) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            while True:
+                response = await client.post(endpoint, content=body, headers=headers)
+                if response.status_code == 200:
+                    break
+                if response.status_code != 503:
+                    raise RuntimeError(f"receiver answered {response.status_code}: {response.text[:200]}")
+                await asyncio.sleep(0.1)
+
+    async with httpx.AsyncClient(timeout=120) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError("receiver exited")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("receiver did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, action="append", help="spans per request (repeatable)")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--port", type=int, default=43187)
+    args = parser.parse_args()
+    batches = args.batch or [512, 8192]
+
+    data_dir = Path(tempfile.mkdtemp(prefix="glia-bench-ingest-"))
+    pg = EmbeddedPostgres(data_dir)
+    try:
+        url = pg.start()
+        upgrade(url)
+        print(f"PostgreSQL: embedded, {data_dir}; {os.cpu_count()} cores; {args.spans} spans per measurement\n")
+        header = (
+            f"{'path':<34}{'spans/s':>10}{'vs COPY':>9}{'RSS start':>11}{'max 1st half':>14}{'max 2nd half':>14}"
+        )
+        print(header)
+        print("-" * len(header))
+        for batch in batches:
+            bodies = make_batches(args.spans, batch, seed=batch)
+            rows, copy_seconds = asyncio.run(copy_baseline(url, bodies))
+            copy_rate = rows / copy_seconds
+            print(f"{f'asyncpg COPY, {batch}-row chunks':<34}{copy_rate:>10,.0f}{'1.00':>9}")
+
+            env = {**os.environ, "GLIA_DATABASE_URL": url, "GLIA_LOG_LEVEL": "warning"}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "glia_otel._cli", "serve", "--port", str(args.port)],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                endpoint = f"http://127.0.0.1:{args.port}"
+                wait_ready(endpoint, proc)
+                sampler = RssSampler(proc.pid)
+                sampler.start()
+                seconds = asyncio.run(post_all(endpoint + "/v1/traces", bodies, args.concurrency))
+                sampler.stop.set()
+                sampler.join()
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            stored = asyncio.run(_count(url))
+            assert stored == rows, f"stored {stored} spans, expected {rows}"
+            rate = rows / seconds
+            # flat RSS: the second half of the run peaks no higher than the first
+            mib = [s / 2**20 for s in sampler.samples] or [0.0]
+            half = max(1, len(mib) // 2)
+            print(
+                f"{f'receiver, {batch} spans/request':<34}{rate:>10,.0f}{rate / copy_rate:>9.2f}"
+                f"{mib[0]:>9.0f}Mi{max(mib[:half]):>12.0f}Mi{max(mib[half:] or mib):>12.0f}Mi"
+            )
+            asyncio.run(_truncate(url))
+        print(f"\n(receiver: {args.concurrency} concurrent clients, gzip bodies, every span counted in PostgreSQL)")
+    finally:
+        pg.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _count(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM spans"))
+    finally:
+        await conn.close()
+
+
+async def _truncate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("TRUNCATE spans")
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    main()
