@@ -182,7 +182,8 @@ def test_contract_attributes_leave_the_bag_and_wrong_types_stay() -> None:
 
 
 def test_span_columns_cover_the_contract_once() -> None:
-    contract = [c for c, _ in flatten.RESOURCE_COLUMNS.values()] + [c for c, _ in flatten.SPAN_ATTRIBUTE_COLUMNS.values()]
+    columns = {**flatten.RESOURCE_COLUMNS, **flatten.SPAN_ATTRIBUTE_COLUMNS}.values()
+    contract = [column for column, _ in columns]
     assert len(set(flatten.SPAN_COLUMNS)) == len(flatten.SPAN_COLUMNS)
     assert set(contract) <= set(flatten.SPAN_COLUMNS)
 
