@@ -38,8 +38,12 @@ if up_to_date; then
     exit 0
 fi
 
+# The official Go tarball installs to /usr/local/go, which a non-login shell may not have on PATH.
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+    PATH=/usr/local/go/bin:$PATH
+fi
 if ! command -v go >/dev/null 2>&1; then
-    echo "build.sh: go is not on PATH; install Go to build the test collector" >&2
+    echo "build.sh: go is not on PATH; install Go (see collector-config/README.md) to build the test collector" >&2
     exit 1
 fi
 
