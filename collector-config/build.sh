@@ -55,6 +55,9 @@ if [[ ! -x $ocb ]]; then
     mv "$tools/tmp/builder" "$ocb"
 fi
 
+# The build folder sits inside this git work tree; the binary needs no VCS stamp, and stamping can fail in CI.
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-buildvcs=false"
+
 # Build into a fresh folder, then swap it in, so a failed build never leaves a binary that looks current.
 work=$(mktemp -d "$repo/.build/collector.new.XXXXXX")
 trap 'rm -rf "$work" "$work.yaml"' EXIT
