@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The Glia receiver (`glia serve`, `glia migrate`), built with uv from uv.lock.
 #   docker build -t glia:local .      (compose.yaml does this for the receiver and migrate services)
 
