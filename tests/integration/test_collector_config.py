@@ -37,7 +37,7 @@ DEFAULT_BINARY = REPO / ".build" / "collector" / "otelcol-glia"
 
 def collector_configs() -> list[Path]:
     """Every collector config in the repo: YAML under collector-config/ except the builder manifest."""
-    return sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p != MANIFEST)
+    return sorted(p for pattern in ("*.yaml", "*.yml") for p in CONFIG_DIR.rglob(pattern) if p != MANIFEST)
 
 
 @pytest.fixture(scope="session")
@@ -68,17 +68,18 @@ def loopback_env(queue_dir: Path, receiver_url: str = "http://127.0.0.1:9") -> d
 
 
 @pytest.mark.parametrize("config", collector_configs(), ids=lambda p: str(p.relative_to(REPO)))
-def test_config_passes_the_collector_validate_command(
-    otelcol_bin: Path, config: Path, tmp_path: Path
-) -> None:
-    result = subprocess.run(
-        [str(otelcol_bin), "validate", f"--config={config}"],
-        env=loopback_env(tmp_path / "queue"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+def test_config_passes_the_collector_validate_command(otelcol_bin: Path, config: Path, tmp_path: Path) -> None:
+    """Valid with every default (as compose runs it) and with the loopback settings the tests use."""
+    defaults = {k: v for k, v in os.environ.items() if not k.startswith("GLIA_")}
+    for env in (defaults, loopback_env(tmp_path / "queue") | {"GLIA_INGEST_KEY": "k"}):
+        result = subprocess.run(
+            [str(otelcol_bin), "validate", f"--config={config}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
 
 
 def test_validate_rejects_a_broken_config(otelcol_bin: Path, tmp_path: Path) -> None:
