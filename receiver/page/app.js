@@ -1,0 +1,233 @@
+// Glia's read-only page: plain JavaScript, inline SVG plots, data from the receiver's /api (nothing from elsewhere).
+// The API key (when the receiver has keys) is kept in this browser's localStorage and sent as a bearer token.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { cursor: null, params: null, shown: 0 };
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+  return node;
+}
+
+// --- formatting ---------------------------------------------------------------------------------------------------
+function bytes(v) {
+  if (v === null || v === undefined) return "-";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return i === 0 ? `${v.toFixed(0)} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+function seconds(v) {
+  if (v === null || v === undefined) return "-";
+  if (v < 60) return v < 10 ? `${v.toFixed(2)}s` : `${v.toFixed(1)}s`;
+  const s = Math.round(v), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  return h ? `${h}h${String(m).padStart(2, "0")}m${String(r).padStart(2, "0")}s` : `${m}m${String(r).padStart(2, "0")}s`;
+}
+const when = (iso) => iso.replace("T", " ").slice(0, 19);
+
+// --- API ----------------------------------------------------------------------------------------------------------
+async function api(path) {
+  const headers = {};
+  const key = localStorage.getItem("glia-key");
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, { headers });
+  if (response.status === 401 || response.status === 403) {
+    const body = await response.json().catch(() => ({}));
+    $("#key-form").hidden = false;
+    $("#key-message").textContent = body.detail || "an API key is needed";
+    throw new Error(body.detail || `HTTP ${response.status}`);
+  }
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    const detail = Array.isArray(body.detail) ? body.detail.map((d) => `${d.loc.at(-1)}: ${d.msg}`).join("; ") : body.detail;
+    throw new Error(detail || `HTTP ${response.status}`);
+  }
+  return response.json();
+}
+
+function showError(err) {
+  const p = $("#error");
+  p.textContent = err ? String(err.message || err) : "";
+  p.hidden = !err;
+}
+
+// --- runs table ---------------------------------------------------------------------------------------------------
+function filterParams() {
+  const form = new FormData($("#filters"));
+  const params = new URLSearchParams();
+  for (const [k, v] of form.entries()) if (String(v).trim()) params.set(k, String(v).trim());
+  params.set("limit", "50");
+  return params;
+}
+
+async function loadRuns(append) {
+  showError(null);
+  if (!append) { state.params = filterParams(); state.cursor = null; state.shown = 0; }
+  const params = new URLSearchParams(state.params);
+  if (append && state.cursor) params.set("cursor", state.cursor);
+  try {
+    const page = await api(`/api/runs?${params}`);
+    const body = $("#runs tbody");
+    if (!append) body.replaceChildren();
+    for (const run of page.runs) body.append(runRow(run));
+    state.cursor = page.next_cursor;
+    state.shown += page.runs.length;
+    $("#more").hidden = !state.cursor;
+    $("#count").textContent = `${state.shown} run${state.shown === 1 ? "" : "s"}${state.cursor ? " shown" : ""}`;
+  } catch (err) { showError(err); }
+}
+
+function runRow(run) {
+  return el("tr", { "data-run-id": run.run_id, onclick: () => { location.hash = `run=${run.run_id}`; } },
+    el("td", {}, when(run.started_at)),
+    el("td", {}, run.program_name ?? run.run_name),
+    el("td", {}, run.user_name ?? "-"),
+    el("td", {}, run.host_name ?? "-"),
+    el("td", { class: `status-${run.status}` }, run.status),
+    el("td", { class: "num" }, run.exit_code ?? "-"),
+    el("td", { class: "num" }, seconds(run.wall_seconds)),
+    el("td", { class: "num" }, run.cpu_percent === null ? "-" : run.cpu_percent.toFixed(0)),
+    el("td", { class: "num" }, bytes(run.peak_rss_bytes)));
+}
+
+// --- plots --------------------------------------------------------------------------------------------------------
+// points: [{x: number, y: number}], drawn as a line (or dots) with min/max labels on both axes.
+function plot(title, points, { yFormat = String, xFormat = String, dots = false, bad = () => false } = {}) {
+  const W = 460, H = 180, L = 64, R = 10, T = 10, B = 28;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const add = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text !== undefined) n.textContent = text;
+    svg.append(n);
+    return n;
+  };
+  const wrap = el("div", { class: "plot" }, el("h3", {}, title));
+  wrap.append(svg);
+  if (!points.length) { add("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no data"); return wrap; }
+  const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
+  let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(0, ...ys), Math.max(...ys)];
+  if (x1 === x0) x1 = x0 + 1;
+  if (y1 === y0) y1 = y0 + 1;
+  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+  const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
+  add("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B });
+  add("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B });
+  add("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, yFormat(y1));
+  add("text", { x: L - 4, y: H - B, "text-anchor": "end" }, yFormat(y0));
+  add("text", { x: L, y: H - 8 }, xFormat(x0));
+  add("text", { x: W - R, y: H - 8, "text-anchor": "end" }, xFormat(x1));
+  if (dots) {
+    points.forEach((p) => add("circle", { class: bad(p) ? "dot bad" : "dot", cx: sx(p.x), cy: sy(p.y), r: 3 }));
+  } else {
+    add("polyline", { class: "line", points: points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(" ") });
+  }
+  return wrap;
+}
+
+// memory: process.memory.usage; CPU %: the slope of process.cpu.time summed over its types (user, system).
+function timelines(series, startMs) {
+  const at = (p) => (Date.parse(p.time) - startMs) / 1000;
+  const memory = series.filter((s) => s.name === "process.memory.usage")
+    .flatMap((s) => s.points).filter((p) => p.value !== null).map((p) => ({ x: at(p), y: p.value }))
+    .sort((a, b) => a.x - b.x);
+  const cpuTotals = new Map();
+  for (const s of series.filter((s) => s.name === "process.cpu.time")) {
+    for (const p of s.points) if (p.value !== null) cpuTotals.set(at(p), (cpuTotals.get(at(p)) || 0) + p.value);
+  }
+  const cum = [...cpuTotals.entries()].sort((a, b) => a[0] - b[0]);
+  const cpu = [];
+  for (let i = 1; i < cum.length; i++) {
+    const dt = cum[i][0] - cum[i - 1][0];
+    if (dt > 0) cpu.push({ x: cum[i][0], y: (100 * (cum[i][1] - cum[i - 1][1])) / dt });
+  }
+  return { memory, cpu };
+}
+
+// --- one run ------------------------------------------------------------------------------------------------------
+async function showRun(id) {
+  const box = $("#run-detail");
+  $("#program-detail").hidden = true;
+  try {
+    const [run, metrics] = await Promise.all([api(`/api/runs/${id}`), api(`/api/runs/${id}/metrics`)]);
+    const { memory, cpu } = timelines(metrics.series, Date.parse(run.started_at));
+    const attrs = el("dl", { class: "attrs" });
+    const facts = {
+      run_id: run.run_id, program: run.program_name, status: `${run.status}${run.status_message ? ` (${run.status_message})` : ""}`,
+      exit_code: run.exit_code, user: run.user_name, host: run.host_name, started_at: when(run.started_at),
+      wall: seconds(run.wall_seconds), cpu: `${seconds(run.cpu_seconds)} (${run.cpu_percent?.toFixed(0) ?? "-"} %)`,
+      peak_memory: `${bytes(run.peak_rss_bytes)} (${run.peak_rss_method ?? "?"})`, script: run.script_path,
+      script_sha256: run.script_sha256, command: (run.command_args || []).join(" "), runtime: run.runtime,
+    };
+    for (const [k, v] of Object.entries(facts)) if (v !== null && v !== undefined && v !== "") attrs.append(el("dt", {}, k), el("dd", {}, String(v)));
+    for (const [k, v] of Object.entries(run.attributes)) attrs.append(el("dt", {}, k), el("dd", { class: "custom" }, JSON.stringify(v)));
+    const plots = el("div", { class: "plots" },
+      el("div", { id: "memory-plot" }, plot("memory over time (RSS)", memory, { yFormat: bytes, xFormat: seconds })),
+      el("div", { id: "cpu-plot" }, plot("CPU over time (%)", cpu, { yFormat: (v) => `${v.toFixed(0)}%`, xFormat: seconds })));
+    const children = run.children.length
+      ? el("ul", {}, ...run.children.map((c) => el("li", { style: `margin-left:${(c.depth - 1) * 1.2}em` },
+        `${c.name}  ${seconds(c.wall_seconds)}  ${c.status}`)))
+      : el("p", {}, "no child spans");
+    const programLink = run.program_name
+      ? el("a", { href: `#program=${encodeURIComponent(run.program_name)}`, id: "program-link" }, `all runs of ${run.program_name}`)
+      : "";
+    box.replaceChildren(el("h2", {}, `Run ${run.run_id} — ${run.run_name}`), programLink, attrs,
+      memory.length || cpu.length ? plots : el("p", { class: "muted" }, "no samples: the run was shorter than the sampling interval"),
+      el("h3", {}, "Child spans"), children);
+    box.hidden = false;
+    box.scrollIntoView();
+  } catch (err) { showError(err); }
+}
+
+// --- one program --------------------------------------------------------------------------------------------------
+async function showProgram(name) {
+  const box = $("#program-detail");
+  $("#run-detail").hidden = true;
+  try {
+    const page = await api(`/api/runs?${new URLSearchParams({ program: name, limit: "500", sort: "-started_at" })}`);
+    const runs = page.runs.slice().reverse();
+    const day = (r) => Date.parse(r.started_at) / 86400000;
+    const dayLabel = (d) => new Date(d * 86400000).toISOString().slice(0, 10);
+    const bad = (p) => p.run.status === "error";
+    const memory = runs.filter((r) => r.peak_rss_bytes !== null).map((r) => ({ x: day(r), y: r.peak_rss_bytes, run: r }));
+    const wall = runs.map((r) => ({ x: day(r), y: r.wall_seconds, run: r }));
+    const versions = new Set(runs.map((r) => r.script_sha256).filter(Boolean));
+    box.replaceChildren(
+      el("h2", {}, `Program ${name}`),
+      el("p", {}, `${runs.length} most recent runs${page.next_cursor ? " (older ones not shown)" : ""}, ${versions.size} script version(s); errors in red`),
+      el("div", { class: "plots" },
+        el("div", { id: "program-memory-plot" }, plot("peak memory per run", memory, { yFormat: bytes, xFormat: dayLabel, dots: true, bad })),
+        el("div", { id: "program-wall-plot" }, plot("wall time per run", wall, { yFormat: seconds, xFormat: dayLabel, dots: true, bad }))));
+    box.hidden = false;
+  } catch (err) { showError(err); }
+}
+
+// --- wiring -------------------------------------------------------------------------------------------------------
+function route() {
+  const hash = decodeURIComponent(location.hash.slice(1));
+  if (hash.startsWith("run=")) showRun(hash.slice(4));
+  else if (hash.startsWith("program=")) showProgram(hash.slice(8));
+  else { $("#run-detail").hidden = true; $("#program-detail").hidden = true; }
+}
+
+$("#filters").addEventListener("submit", (e) => { e.preventDefault(); loadRuns(false); });
+$("#more").addEventListener("click", () => loadRuns(true));
+$("#key-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  localStorage.setItem("glia-key", new FormData(e.target).get("key"));
+  $("#key-form").hidden = true;
+  loadRuns(false);
+  route();
+});
+window.addEventListener("hashchange", route);
+loadRuns(false);
+route();

@@ -1,0 +1,166 @@
+"""The page at `/`, in headless Chromium: load it, filter, open a run and a program, and save a screenshot that
+must not be blank. Uses Debian's chromium through Playwright (no browser download)."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ReceiverServer, need
+from tests.integration.test_api import expected, run_id, seed_runs
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and rows of RGB(A) pixels of an 8-bit PNG (what Chromium's screenshots are)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height, channels = 8, b"", 0, 0, 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+            assert depth == 8 and color in (2, 6)
+            channels = 3 if color == 2 else 4
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw, stride, rows, prev = zlib.decompress(idat), width * channels, [], bytearray(width * channels)
+    for y in range(height):
+        start = y * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):
+            a = line[i - channels] if i >= channels else 0
+            b = prev[i]
+            c = prev[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + a) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + b) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (a + b) // 2) & 0xFF
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        rows.append(bytes(line))
+        prev = line
+    return width, height, rows
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Chromium. Started after the database work: Playwright's sync API keeps an event loop running in
+    this thread, where the fixtures' asyncio.run() would refuse to start."""
+    need(Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM} (Debian package 'chromium')")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_page_filters_opens_a_run_and_a_program(
+    database_url: str, receiver_factory: Callable[..., ReceiverServer], tmp_path: Path
+) -> None:
+    seed_runs(database_url)
+    receiver = receiver_factory()
+    with chromium() as browser:
+        check_page(browser, receiver, tmp_path)
+
+
+def check_page(browser: Any, receiver: ReceiverServer, tmp_path: Path) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    page.goto(receiver.url + "/")
+    page.wait_for_selector("#runs tbody tr")
+    rows = page.locator("#runs tbody tr")
+    assert rows.count() == 50
+    assert rows.first.get_attribute("data-run-id") == run_id(1)
+
+    # filter: prog-07 has runs 7, 57 and 107
+    page.fill("#filters input[name=program]", "prog-07")
+    page.click("#filters button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 3")
+    assert [rows.nth(i).get_attribute("data-run-id") for i in range(3)] == [run_id(i) for i in (7, 57, 107)]
+    assert page.locator("#count").inner_text() == "3 runs"
+
+    # open run 7: its attributes and its memory and CPU over time
+    rows.first.click()
+    page.wait_for_selector("#memory-plot polyline")
+    detail = page.locator("#run-detail")
+    assert "prog-07" in detail.inner_text()
+    shown = set(page.locator("#run-detail dd.custom").all_inner_texts())
+    assert shown == {f'"{v}"' if isinstance(v, str) else str(v) for v in expected(7)["attributes"].values()}
+    points = page.locator("#memory-plot polyline").get_attribute("points") or ""
+    assert len(points.split()) == int(expected(7)["wall_seconds"] // 10) + 1
+    assert page.locator("#cpu-plot polyline").count() == 1
+    page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+
+    # the program's runs: peak memory and wall time across them
+    page.click("#program-link")
+    page.wait_for_selector("#program-memory-plot circle")
+    assert page.locator("#program-memory-plot circle").count() == 3
+    assert page.locator("#program-wall-plot circle").count() == 3
+    shot = tmp_path / "program.png"
+    page.screenshot(path=str(shot), full_page=True)
+
+    assert not errors, errors
+    assert all(url.startswith(receiver.url) for url in requests), "the page loaded something from elsewhere"
+    for path in (tmp_path / "run.png", shot):
+        width, height, pixels = png_pixels(path.read_bytes())
+        assert width >= 1000 and height >= 600
+        colours = {row[i : i + 3] for row in pixels[::4] for i in range(0, len(row), 12)}
+        # a blank page is one colour; this one has text, a table, plots in two colours
+        assert len(colours) > 20, f"{path.name} looks blank ({len(colours)} colours)"
+        non_white = sum(row[i : i + 3] != b"\xff\xff\xff" for row in pixels for i in range(0, len(row), 12))
+        assert non_white > 500
+
+
+def test_page_asks_for_a_key_when_keys_exist(
+    database_url: str, receiver_factory: Callable[..., ReceiverServer]
+) -> None:
+    import asyncio
+
+    import asyncpg
+
+    from receiver import auth
+
+    seed_runs(database_url, n=10, metrics_every=0)
+
+    async def make() -> str:
+        conn = await asyncpg.connect(database_url)
+        try:
+            key, _ = await auth.create_key(conn, "page", "read")
+            return key
+        finally:
+            await conn.close()
+
+    key = asyncio.run(make())
+    receiver = receiver_factory(key_cache_seconds=0)
+    with chromium() as browser:
+        page = browser.new_page()
+        page.goto(receiver.url + "/")
+        page.wait_for_selector("#key-form:not([hidden])")
+        assert "requires an API key" in page.locator("#key-message").inner_text()
+        assert page.locator("#runs tbody tr").count() == 0
+        page.fill("#key-form input[name=key]", key)
+        page.click("#key-form button")
+        page.wait_for_function("document.querySelectorAll('#runs tbody tr').length === 10")
