@@ -9,6 +9,7 @@ token, and a persistent queue that survives the collector being killed while the
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import signal
 import subprocess
@@ -65,6 +66,23 @@ def loopback_env(queue_dir: Path, receiver_url: str = "http://127.0.0.1:9") -> d
         "GLIA_COLLECTOR_BATCH_TIMEOUT": "100ms",
         "GLIA_COLLECTOR_RETRY_MAX_INTERVAL": "1s",
     }
+
+
+def test_built_collector_is_current_and_a_second_build_reuses_it(otelcol_bin: Path) -> None:
+    """The binary was built from this manifest, and build.sh with an unchanged manifest only prints its path."""
+    if otelcol_bin != DEFAULT_BINARY:
+        pytest.skip("GLIA_OTELCOL_BIN names another binary; build.sh is not involved")
+    stamp = (DEFAULT_BINARY.parent / "builder-config.sha256").read_text().strip()
+    assert stamp == hashlib.sha256(MANIFEST.read_bytes()).hexdigest(), (
+        "the collector was built from another builder-config.yaml: run `bash collector-config/build.sh`"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(CONFIG_DIR / "build.sh")], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == str(DEFAULT_BINARY)
+    assert "up to date" in result.stderr
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("config", collector_configs(), ids=lambda p: str(p.relative_to(REPO)))
