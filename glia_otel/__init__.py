@@ -6,9 +6,25 @@
         ...
         run.set(accuracy=0.93)
 
-Importing this package is cheap; OpenTelemetry is imported on first use.
+Importing this package is cheap: the API is loaded on first use, so `glia run` starts its command at once.
 """
 
-from ._track import Run, configure, force_flush, shutdown, track
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._track import Run, configure, force_flush, shutdown, track
 
 __all__ = ["Run", "configure", "force_flush", "shutdown", "track"]
+
+
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        from . import _track
+
+        value = getattr(_track, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'glia_otel' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

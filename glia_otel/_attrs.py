@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ._log import logger
+from ._log import get_logger
 
 Scalar = str | bool | int | float
 AttrValue = Scalar | list[str] | list[bool] | list[int] | list[float]
@@ -72,7 +72,7 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, AttrValue]
         else:
             converted, problem = _scalar(value)
         if problem:
-            logger.warning("glia: custom value %r: %s", name, problem)
+            get_logger().warning("glia: custom value %r: %s", name, problem)
         if converted is not None:
             out[name] = converted
     return out

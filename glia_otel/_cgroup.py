@@ -8,18 +8,16 @@ Without either, `glia run` samples instead.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import dataclass
 
 
-@dataclass
 class Cgroup:
     """A cgroup made for one command."""
 
-    path: str
-    peak_file: str
-    version: int
+    def __init__(self, path: str, peak_file: str, version: int) -> None:
+        self.path = path
+        self.peak_file = peak_file
+        self.version = version
 
     def peak_bytes(self) -> int | None:
         """The cgroup's memory high-water mark in bytes."""
@@ -116,8 +114,10 @@ def _mkdir(path: str, peak_file: str, version: int) -> Cgroup | None:
     except OSError:
         return None
     if not os.path.exists(os.path.join(path, peak_file)):
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - contextlib costs glia run's start-up
             os.rmdir(path)
+        except OSError:
+            pass
         return None
     return Cgroup(path, peak_file, version)
 

@@ -8,10 +8,10 @@ standard library, because `glia run` reads it before the command starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 DEFAULT_ENDPOINT = "http://localhost:4318"
 DEFAULT_TIMEOUT_S = 10.0
@@ -23,21 +23,23 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
 
 
-@dataclass(frozen=True)
 class Settings:
-    """Everything the client needs to know about where and how to send runs."""
+    """Everything the client needs to know about where and how to send runs.
+
+    A plain class, not a dataclass: importing `dataclasses` alone would cost `glia run` several milliseconds.
+    """
 
     traces_endpoint: str = f"{DEFAULT_ENDPOINT}/v1/traces"
     metrics_endpoint: str = f"{DEFAULT_ENDPOINT}/v1/metrics"
-    traces_headers: Mapping[str, str] = field(default_factory=dict)
-    metrics_headers: Mapping[str, str] = field(default_factory=dict)
+    traces_headers: Mapping[str, str] = {}
+    metrics_headers: Mapping[str, str] = {}
     traces_timeout_s: float = DEFAULT_TIMEOUT_S
     metrics_timeout_s: float = DEFAULT_TIMEOUT_S
     traces_compression: str = "gzip"
     metrics_compression: str = "gzip"
     service_name: str | None = None
-    resource_attributes: Mapping[str, str] = field(default_factory=dict)
-    spool_dir: Path = field(default_factory=lambda: Path("~/.local/state/glia/spool").expanduser())
+    resource_attributes: Mapping[str, str] = {}
+    spool_dir: str = os.path.expanduser("~/.local/state/glia/spool")
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES
     export_deadline_s: float = DEFAULT_EXPORT_DEADLINE_S
     disabled: bool = False
@@ -45,6 +47,62 @@ class Settings:
     metrics_enabled: bool = True
     metrics_interval_s: float = DEFAULT_METRICS_INTERVAL_S
     use_cgroup: bool = True
+
+    def __init__(self, **values: object) -> None:
+        for key, value in values.items():
+            if not hasattr(Settings, key):
+                raise TypeError(f"unknown setting {key!r}")
+            setattr(self, key, value)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in Settings.__annotations__)
+        return f"Settings({fields})"
+
+
+def unquote(text: str) -> str:
+    """Percent-decode (`%2C` -> `,`) as UTF-8; malformed escapes are kept as they are."""
+    if "%" not in text:
+        return text
+    out = bytearray()
+    raw = text.encode("utf-8")
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x25 and i + 2 < len(raw) and _is_hex(raw[i + 1 : i + 3]):
+            out.append(int(raw[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
+def _is_hex(b: bytes) -> bool:
+    return len(b) == 2 and all(c in b"0123456789abcdefABCDEF" for c in b)
+
+
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path with query) of an http(s) URL; ValueError if it is not one."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https"):
+        raise ValueError("expected an http:// or https:// URL")
+    slash = rest.find("/")
+    authority, target = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    authority = authority.rpartition("@")[2]
+    if authority.startswith("["):
+        host, _, port_text = authority[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+    else:
+        host, _, port_text = authority.partition(":")
+    if not host:
+        raise ValueError("expected an http:// or https:// URL")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError("bad port")
+        port = int(port_text)
+    else:
+        port = 443 if scheme == "https" else 80
+    return scheme, host, port, target
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -106,13 +164,10 @@ def parse_compression(name: str, value: str) -> str:
 
 def parse_endpoint(name: str, value: str) -> str:
     """Check that an endpoint is an http(s) URL with a host."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{name}={value!r}: expected an http:// or https:// URL")
     try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ValueError(f"{name}={value!r}: bad port") from None
+        split_url(value.strip())
+    except ValueError as e:
+        raise ValueError(f"{name}={value!r}: {e}") from None
     return value.strip()
 
 
@@ -127,14 +182,14 @@ def parse_int(name: str, value: str, minimum: int = 0) -> int:
     return n
 
 
-def default_spool_dir(env: Mapping[str, str]) -> Path:
+def default_spool_dir(env: Mapping[str, str]) -> str:
     """`GLIA_SPOOL_DIR`, else `$XDG_STATE_HOME/glia/spool`, else `~/.local/state/glia/spool`."""
     if env.get("GLIA_SPOOL_DIR"):
-        return Path(env["GLIA_SPOOL_DIR"]).expanduser()
+        return os.path.expanduser(env["GLIA_SPOOL_DIR"])
     if env.get("XDG_STATE_HOME"):
-        return Path(env["XDG_STATE_HOME"]).expanduser() / "glia" / "spool"
-    home = env.get("HOME") or str(Path.home())
-    return Path(home) / ".local" / "state" / "glia" / "spool"
+        return os.path.join(os.path.expanduser(env["XDG_STATE_HOME"]), "glia", "spool")
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".local", "state", "glia", "spool")
 
 
 def _signal(env: Mapping[str, str], signal: str, suffix: str) -> tuple[str, str] | None:
@@ -226,7 +281,7 @@ def load_settings(
         metrics_compression=compression("METRICS"),
         service_name=name,
         resource_attributes=resource,
-        spool_dir=Path(spool_dir).expanduser() if spool_dir is not None else default_spool_dir(env),
+        spool_dir=os.path.expanduser(os.fspath(spool_dir)) if spool_dir is not None else default_spool_dir(env),
         spool_max_bytes=parse_int("GLIA_SPOOL_MAX_BYTES", env.get("GLIA_SPOOL_MAX_BYTES", "").strip())
         if env.get("GLIA_SPOOL_MAX_BYTES", "").strip()
         else DEFAULT_SPOOL_MAX_BYTES,

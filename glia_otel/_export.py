@@ -1,18 +1,21 @@
-"""Posting OTLP request bodies: deliver within a timeout, or hand the exact bytes to the spool.
+"""Posting OTLP request bodies within a timeout. Never raises; says why a post failed.
 
-Plain `http://` endpoints use a minimal HTTP/1.1 client on a socket (importing `http.client` costs more
-than the whole post to a local endpoint); `https://` uses `http.client`.
+Plain `http://` endpoints use a minimal HTTP/1.1 client on the `_socket` module: importing `socket`, `http.client`
+or `urllib` costs more than a whole post to a local endpoint, and `glia run` has tens of milliseconds in all.
+`https://` uses `http.client`.
 """
 
 from __future__ import annotations
 
-import gzip
-import socket
 import time
-from collections.abc import Mapping
-from urllib.parse import urlsplit
 
+from ._config import split_url
 from ._log import warn_once
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 RETRYABLE = frozenset({429, 502, 503, 504})
 # Pseudo-status for "no HTTP answer": connection refused, DNS failure, timeout, reset.
@@ -32,52 +35,72 @@ def post(
     for k, v in headers.items():
         hdrs[k] = v
     try:
-        parts = urlsplit(url)
-        if parts.scheme == "https":
-            return _post_https(parts.hostname or "", parts.port or 443, _target(parts), body, hdrs, timeout)
-        return _post_http(parts.hostname or "", parts.port or 80, _target(parts), body, hdrs, deadline)
+        scheme, host, port, target = split_url(url)
+        if scheme == "https":
+            return _post_https(host, port, target, body, hdrs, timeout)
+        return _post_http(host, port, target, body, hdrs, deadline)
     except TimeoutError:
         return NO_ANSWER, f"timed out after {timeout * 1000:.0f} ms"
     except (OSError, ValueError) as e:
         return NO_ANSWER, f"{type(e).__name__}: {e}"
 
 
-def _target(parts: object) -> str:
-    path = getattr(parts, "path", "") or "/"
-    query = getattr(parts, "query", "")
-    return f"{path}?{query}" if query else path
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
 
 
 def _post_http(
     host: str, port: int, target: str, body: bytes, hdrs: Mapping[str, str], deadline: float
 ) -> tuple[int, str]:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
+    import _socket
+
+    # An ASCII host as bytes skips the `idna` codec, which costs milliseconds to import.
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
+    infos = _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_remaining(deadline))
+            sock.connect(address)
+        except OSError as e:
+            sock.close()
+            error = e
+            continue
+        try:
+            return _exchange(sock, host, port, target, body, hdrs, deadline)
+        finally:
+            sock.close()
+    assert error is not None
+    if isinstance(error, _socket.timeout):
         raise TimeoutError
-    with socket.create_connection((host, port), timeout=remaining) as sock:
-        head = [
-            f"POST {target} HTTP/1.1",
-            f"Host: {host}:{port}",
-            f"Content-Length: {len(body)}",
-            "Connection: close",
-        ]
-        head += [f"{k}: {v}" for k, v in hdrs.items()]
-        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-        buf = b""
-        while b"\r\n" not in buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            chunk = sock.recv(4096)
-            if not chunk:
-                return NO_ANSWER, "connection closed without an answer"
-            buf += chunk
-        status_line = buf.split(b"\r\n", 1)[0].decode("latin-1")
-        fields = status_line.split(" ", 2)
-        if len(fields) < 2 or not fields[1].isdigit():
-            return NO_ANSWER, f"not an HTTP answer: {status_line[:80]!r}"
-        return int(fields[1]), status_line
+    raise error
+
+
+def _exchange(
+    sock: object, host: str, port: int, target: str, body: bytes, hdrs: Mapping[str, str], deadline: float
+) -> tuple[int, str]:
+    head = [f"POST {target} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in hdrs.items()]
+    s: Any = sock
+    s.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+    buf = b""
+    while b"\r\n" not in buf:
+        s.settimeout(_remaining(deadline))
+        chunk = s.recv(4096)
+        if not chunk:
+            return NO_ANSWER, "connection closed without an answer"
+        buf += chunk
+    status_line = buf.split(b"\r\n", 1)[0].decode("latin-1")
+    fields = status_line.split(" ", 2)
+    if len(fields) < 2 or not fields[1].isdigit():
+        return NO_ANSWER, f"not an HTTP answer: {status_line[:80]!r}"
+    return int(fields[1]), status_line
 
 
 def _post_https(
@@ -96,8 +119,13 @@ def _post_https(
 
 
 def compress(body: bytes, compression: str) -> bytes:
-    """Gzip the body when compression is `gzip` (fast level: the bodies are small)."""
-    return gzip.compress(body, compresslevel=1) if compression == "gzip" else body
+    """Gzip the body when compression is `gzip` (zlib with a gzip header; fast level, the bodies are small)."""
+    if compression != "gzip":
+        return body
+    import zlib
+
+    c = zlib.compressobj(1, zlib.DEFLATED, 31)
+    return c.compress(body) + c.flush()
 
 
 def describe_failure(url: str, status: int, detail: str) -> str:

@@ -1,13 +1,26 @@
-"""One logger for the client, and `warn_once` so that a repeated failure is logged once, clearly."""
+"""`warn_once`: a repeated failure is logged once, clearly, on the `glia_otel` logger.
+
+`logging` is imported only when there is something to log: `glia run` must start fast.
+"""
 
 from __future__ import annotations
 
-import logging
-import threading
+import _thread
+import sys
 
-logger = logging.getLogger("glia_otel")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+
 _seen: set[str] = set()
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
+
+
+def get_logger() -> logging.Logger:
+    """The client's logger."""
+    import logging
+
+    return logging.getLogger("glia_otel")
 
 
 def warn_once(key: str, message: str, *args: object) -> None:
@@ -16,7 +29,15 @@ def warn_once(key: str, message: str, *args: object) -> None:
         if key in _seen:
             return
         _seen.add(key)
-    logger.warning("glia: " + message, *args)
+    if "logging" not in sys.modules:
+        # Nobody configured logging, so it would print exactly this through its last-resort handler; writing it
+        # directly spares `glia run` the import.
+        try:  # noqa: SIM105 - contextlib is not imported on this path
+            sys.stderr.write(("glia: " + message) % args + "\n")
+        except Exception:
+            pass
+        return
+    get_logger().warning("glia: " + message, *args)
 
 
 def reset_warnings() -> None:

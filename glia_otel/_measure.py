@@ -9,11 +9,10 @@ cannot corrupt.
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import os
 import resource
 import sys
-import threading
 import time
 
 _STATUS = "/proc/self/status"
@@ -24,7 +23,7 @@ _IO = "/proc/self/io"
 _reset_allowed: bool | None = None
 _has_proc_status: bool | None = None
 _has_proc_io: bool | None = None
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _active: list[BlockUsage] = []
 
 
@@ -144,8 +143,10 @@ class BlockUsage:
         io = read_io()
         with _lock:
             now = read_hwm_rss()
-            with contextlib.suppress(ValueError):
+            try:  # noqa: SIM105 - contextlib costs glia run's start-up
                 _active.remove(self)
+            except ValueError:
+                pass
         attrs: dict[str, int | float | str] = {}
         if self._rs is not None and self._rc is not None:
             user = (rs.ru_utime - self._rs.ru_utime) + (rc.ru_utime - self._rc.ru_utime)

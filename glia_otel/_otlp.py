@@ -8,9 +8,11 @@ common.proto). A unit test decodes the output with the real generated classes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any
 
 _F64 = struct.Struct("<d")
 _U64 = struct.Struct("<Q")
@@ -60,9 +62,9 @@ def any_value(v: Any) -> bytes:
         return _key(4, 1) + _F64.pack(v)
     if isinstance(v, bytes):
         return _len(7, v)
-    if isinstance(v, Mapping):
+    if isinstance(v, dict):
         return _len(6, b"".join(_len(1, key_value(str(k), x)) for k, x in v.items()))
-    if isinstance(v, Sequence):
+    if isinstance(v, list | tuple):
         return _len(5, b"".join(_len(1, any_value(x)) for x in v))
     return _len(1, str(v).encode("utf-8", "replace"))
 
@@ -78,24 +80,57 @@ def _attributes(field_no: int, attrs: Mapping[str, Any] | None) -> bytes:
     return b"".join(_len(field_no, key_value(k, v)) for k, v in attrs.items())
 
 
-@dataclass
 class SpanData:
-    """The fields of one span, enough for what glia sends."""
+    """The fields of one span, enough for what glia sends (a plain class: `dataclasses` is slow to import)."""
 
-    trace_id: int
-    span_id: int
-    name: str
-    start_ns: int
-    end_ns: int
-    parent_span_id: int = 0
-    kind: int = 1  # SPAN_KIND_INTERNAL
-    attributes: Mapping[str, Any] = field(default_factory=dict)
-    events: Sequence[tuple[str, int, Mapping[str, Any]]] = ()
-    links: Sequence[tuple[int, int, Mapping[str, Any]]] = ()
-    status_code: int = 0
-    status_message: str = ""
-    trace_state: str = ""
-    flags: int = 0x101  # sampled; parent is remote-flag known (bit 8)
+    __slots__ = (
+        "attributes",
+        "end_ns",
+        "events",
+        "flags",
+        "kind",
+        "links",
+        "name",
+        "parent_span_id",
+        "span_id",
+        "start_ns",
+        "status_code",
+        "status_message",
+        "trace_id",
+        "trace_state",
+    )
+
+    def __init__(
+        self,
+        trace_id: int,
+        span_id: int,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        parent_span_id: int = 0,
+        kind: int = 1,  # SPAN_KIND_INTERNAL
+        attributes: Mapping[str, Any] | None = None,
+        events: Sequence[tuple[str, int, Mapping[str, Any]]] = (),
+        links: Sequence[tuple[int, int, Mapping[str, Any]]] = (),
+        status_code: int = 0,
+        status_message: str = "",
+        trace_state: str = "",
+        flags: int = 0x101,  # sampled, and bit 8: whether the parent is remote is known
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.name = name
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.parent_span_id = parent_span_id
+        self.kind = kind
+        self.attributes = attributes or {}
+        self.events = events
+        self.links = links
+        self.status_code = status_code
+        self.status_message = status_message
+        self.trace_state = trace_state
+        self.flags = flags
 
 
 def encode_span(s: SpanData) -> bytes:
@@ -120,9 +155,7 @@ def encode_span(s: SpanData) -> bytes:
         out.append(
             _len(
                 13,
-                _len(1, trace_id.to_bytes(16, "big"))
-                + _len(2, span_id.to_bytes(8, "big"))
-                + _attributes(4, attrs),
+                _len(1, trace_id.to_bytes(16, "big")) + _len(2, span_id.to_bytes(8, "big")) + _attributes(4, attrs),
             )
         )
     if s.status_code or s.status_message:

@@ -73,7 +73,9 @@ class GliaSpanProcessor(SpanProcessor):
         self._settings = settings
         self._cond = threading.Condition()
         self._pending: list[ReadableSpan] = []
-        self._inflight: dict[int, bytes] = {}
+        # Batches taken from the queue and not yet delivered or spooled: registered in the same critical section
+        # that takes them, so `shutdown` never sees a batch that is in nobody's hands.
+        self._inflight: dict[int, Sequence[ReadableSpan]] = {}
         self._next_id = 0
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -112,8 +114,8 @@ class GliaSpanProcessor(SpanProcessor):
             with self._cond:
                 leftovers = list(self._inflight.values())
                 self._inflight.clear()
-            for body in leftovers:
-                spool_body(self._settings, "traces", body)
+            for batch in leftovers:
+                spool_body(self._settings, "traces", encode_spans(batch))
 
     # internals ---------------------------------------------------------------------------------------------
     def _start_thread(self) -> None:
@@ -127,11 +129,14 @@ class GliaSpanProcessor(SpanProcessor):
             if not self._pending:
                 return None
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-        body = encode_spans(batch)
-        with self._cond:
             self._next_id += 1
-            self._inflight[self._next_id] = body
-            return self._next_id, body
+            batch_id = self._next_id
+            self._inflight[batch_id] = batch
+        try:
+            return batch_id, encode_spans(batch)
+        except BaseException:
+            self._done(batch_id)
+            raise
 
     def _done(self, batch_id: int) -> None:
         with self._cond:

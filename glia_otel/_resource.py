@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
-from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from ._redact import redact_args
 
-AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 
 _ARCH = {
     "x86_64": "amd64",
@@ -84,13 +85,27 @@ def owner() -> str:
 
 def sha256_file(path: str | os.PathLike[str]) -> str | None:
     """Lowercase hex sha256 of a file's bytes, or None if it cannot be read."""
-    import hashlib
-
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found] # builtin; `hashlib` loads OpenSSL first
+    except ImportError:  # pragma: no cover - builds without it
+        from hashlib import sha256
+    digest = sha256()
     try:
         with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
     except OSError:
         return None
+    return str(digest.hexdigest())
+
+
+def uuid4() -> str:
+    """A random UUID4 as text (the `uuid` module is slow to import)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def service_name_for(path: str) -> str:
@@ -134,7 +149,7 @@ def base_attributes() -> dict[str, AttrValue]:
     """Host and OS attributes, the same for every process on this machine."""
     u = os.uname()
     return {
-        "service.instance.id": str(uuid.uuid4()),
+        "service.instance.id": uuid4(),
         "host.name": u.nodename,
         "host.arch": host_arch(u.machine),
         "os.type": sys.platform if sys.platform != "linux" else "linux",
@@ -221,4 +236,4 @@ def _cwd() -> str:
 
 
 def _fallback_name() -> str:
-    return Path(sys.executable).name if sys.executable else "python"
+    return os.path.basename(sys.executable) if sys.executable else "python"

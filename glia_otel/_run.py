@@ -7,13 +7,17 @@ OpenTelemetry SDK or protobuf is imported: the span is encoded by `_otlp` and po
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from collections.abc import Sequence
+    from typing import Any
+else:
+    import _signal as signal  # the C module: `signal` imports enum and functools, several ms of start-up
 
 USAGE = """usage: glia run [--name NAME] [--attr KEY=VALUE]... [--no-args] -- CMD [ARGS...]
 
@@ -222,11 +226,15 @@ def main(argv: list[str]) -> int:
         timeout = min(1.0, max(0.0, next_sample - time.monotonic()))
         info = signal.sigtimedwait(blocked, timeout)
         if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
-            with contextlib.suppress(ProcessLookupError):
+            try:  # noqa: SIM105 - contextlib costs glia run's start-up
                 os.kill(pid, info.si_signo)
+            except ProcessLookupError:
+                pass
         if cgroup is None and time.monotonic() >= next_sample:
-            with contextlib.suppress(Exception):
+            try:  # noqa: SIM105 - contextlib costs glia run's start-up
                 sampled_peak = max(sampled_peak, _tree_rss(pid))
+            except Exception:
+                pass
             next_sample = time.monotonic() + _SAMPLE_INTERVAL_S
     mono1 = time.monotonic_ns()
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)

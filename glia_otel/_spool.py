@@ -7,32 +7,32 @@ one only after a 2xx answer.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import os
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from ._config import Settings, load_settings
 from ._export import CONTENT_TYPES, NO_ANSWER, RETRYABLE, describe_failure, post
-from ._log import logger, warn_once
+from ._log import get_logger, warn_once
 
 _STALE_TMP_S = 3600.0
 
 
-@dataclass
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
+
+
 class FlushReport:
     """What a flush did."""
 
-    sent_files: int = 0
-    sent_bytes: int = 0
-    sent_spans: int = 0
-    kept_files: int = 0
-    rejected_files: int = 0
-    errors: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.sent_files = 0
+        self.sent_bytes = 0
+        self.sent_spans = 0
+        self.kept_files = 0
+        self.rejected_files = 0
+        self.errors: list[str] = []
 
 
 def spool_name(signal: str, ext: str, gzipped: bool) -> str:
@@ -59,28 +59,29 @@ def parse_name(name: str) -> tuple[str, int, str, bool] | None:
     return signal, int(ts), ext, gzipped
 
 
-def _spool_files(directory: Path) -> list[tuple[int, Path]]:
+def _spool_files(directory: str) -> list[tuple[int, str]]:
+    """(time, path) of the spool's files, oldest first."""
     try:
         entries = list(os.scandir(directory))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
     files = []
     for entry in entries:
         parsed = parse_name(entry.name)
         if parsed is not None and entry.is_file():
-            files.append((parsed[1], Path(entry.path)))
+            files.append((parsed[1], entry.path))
     files.sort()
     return files
 
 
-def write(settings: Settings, signal: str, body: bytes, ext: str, gzipped: bool) -> Path | None:
+def write(settings: Settings, signal: str, body: bytes, ext: str, gzipped: bool) -> str | None:
     """Write one request body to the spool atomically; on failure log once and return None. Never raises."""
     directory = settings.spool_dir
     name = spool_name(signal, ext, gzipped)
-    final = directory / name
-    tmp = directory / (name + ".tmp")
+    final = os.path.join(directory, name)
+    tmp = final + ".tmp"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        os.makedirs(directory, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(body)
@@ -91,8 +92,10 @@ def write(settings: Settings, signal: str, body: bytes, ext: str, gzipped: bool)
             os.close(fd)
         os.rename(tmp, final)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        try:  # noqa: SIM105 - contextlib costs glia run's start-up
+            os.unlink(tmp)
+        except OSError:
+            pass
         warn_once(
             f"spool-write:{directory}:{e.errno}",
             "could not write to the spool %s (%s); %d bytes of %s were lost",
@@ -106,12 +109,12 @@ def write(settings: Settings, signal: str, body: bytes, ext: str, gzipped: bool)
     return final
 
 
-def _enforce_bound(directory: Path, max_bytes: int) -> None:
+def _enforce_bound(directory: str, max_bytes: int) -> None:
     files = _spool_files(directory)
     sizes = []
     for _, path in files:
         try:
-            sizes.append(path.stat().st_size)
+            sizes.append(os.stat(path).st_size)
         except OSError:
             sizes.append(0)
     total = sum(sizes)
@@ -120,7 +123,7 @@ def _enforce_bound(directory: Path, max_bytes: int) -> None:
         if total <= max_bytes:
             break
         try:
-            path.unlink()
+            os.unlink(path)
             total -= size
             dropped += 1
         except OSError:
@@ -157,7 +160,7 @@ def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
     _remove_stale_tmp(directory)
     down: set[str] = set()
     for _, path in _spool_files(directory):
-        parsed = parse_name(path.name)
+        parsed = parse_name(os.path.basename(path))
         if parsed is None:
             continue
         signal, _, ext, gzipped = parsed
@@ -177,7 +180,8 @@ def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
             report.kept_files += 1
             continue
         try:
-            body = path.read_bytes()
+            with open(path, "rb") as f:
+                body = f.read()
         except FileNotFoundError:
             continue  # another process sent it meanwhile
         except OSError as e:
@@ -191,7 +195,7 @@ def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
             if count_spans and signal == "traces":
                 report.sent_spans += _count_spans(body, gzipped, ext)
             try:
-                path.unlink()
+                os.unlink(path)
             except FileNotFoundError:
                 pass
             except OSError as e:
@@ -202,14 +206,17 @@ def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
             report.errors.append(describe_failure(url, status, detail))
         else:
             # Never accepted however often it is sent: set aside, not deleted, so nothing is silently lost.
-            with contextlib.suppress(OSError):
-                path.rename(path.with_name(path.name + ".rejected"))
+            try:  # noqa: SIM105 - contextlib costs glia run's start-up
+                os.rename(path, path + ".rejected")
+            except OSError:
+                pass
             report.rejected_files += 1
-            report.errors.append(f"{path.name}: {describe_failure(url, status, detail)}; kept as .rejected")
+            name = os.path.basename(path)
+            report.errors.append(f"{name}: {describe_failure(url, status, detail)}; kept as .rejected")
     return report
 
 
-def _remove_stale_tmp(directory: Path) -> None:
+def _remove_stale_tmp(directory: str) -> None:
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -236,12 +243,13 @@ def start_background_flush(settings: Settings) -> threading.Thread | None:
             return None
     except OSError:
         return None
+    import threading
 
     def run() -> None:
         try:
             report = flush(settings)
             if report.sent_files:
-                logger.info("glia: resent %d spooled request(s)", report.sent_files)
+                get_logger().info("glia: resent %d spooled request(s)", report.sent_files)
         except Exception as e:  # pragma: no cover - a background thread must never raise
             warn_once("background-flush", "background resend of the spool failed: %s", e)
 
@@ -252,6 +260,8 @@ def start_background_flush(settings: Settings) -> threading.Thread | None:
 
 def flush_main(argv: list[str]) -> int:
     """`glia flush`: resend the spool now and report what was sent."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="glia flush", description=flush_main.__doc__)
     parser.add_argument("--spool-dir", help="spool directory (default: GLIA_SPOOL_DIR or the XDG state dir)")
     parser.add_argument("--endpoint", help="OTLP/HTTP base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT)")

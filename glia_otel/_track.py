@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ._attrs import flatten
 from ._config import Settings, load_settings
-from ._log import logger, warn_once
+from ._log import get_logger, warn_once
 from ._measure import BlockUsage
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def _ensure_configured() -> Tracer | None:
             try:
                 configure()
             except ValueError as e:
-                logger.error("glia: %s; runs are not recorded in this process", e)
+                get_logger().error("glia: %s; runs are not recorded in this process", e)
                 _state.configured = True
                 _state.disabled = True
             except Exception as e:
@@ -316,9 +316,7 @@ class _Tracker:
         self._runs.append(run)
         return run
 
-    def __exit__(
-        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._runs:
             self._runs.pop()._finish(exc)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from glia_otel._config import load_settings
@@ -16,7 +14,7 @@ def test_defaults() -> None:
     assert s.traces_compression == "gzip"
     assert s.traces_timeout_s == 10.0
     assert s.export_deadline_s == 0.25
-    assert s.spool_dir == Path("/home/ada/.local/state/glia/spool")
+    assert s.spool_dir == "/home/ada/.local/state/glia/spool"
     assert s.spool_max_bytes == 100 * 1024 * 1024
     assert not s.disabled and s.record_args and s.metrics_enabled
 
@@ -60,12 +58,12 @@ def test_glia_variables() -> None:
         "OTEL_METRIC_EXPORT_INTERVAL": "2000",
     }
     s = load_settings(env)
-    assert s.spool_dir == Path("/tmp/x")
+    assert s.spool_dir == "/tmp/x"
     assert s.export_deadline_s == 0.1
     assert s.spool_max_bytes == 1000
     assert not s.record_args and not s.metrics_enabled
     assert s.metrics_interval_s == 2.0
-    assert load_settings({"XDG_STATE_HOME": "/state"}).spool_dir == Path("/state/glia/spool")
+    assert load_settings({"XDG_STATE_HOME": "/state"}).spool_dir == "/state/glia/spool"
     assert load_settings(env, export_deadline_ms=50).export_deadline_s == 0.05
 
 
