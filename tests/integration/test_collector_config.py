@@ -15,8 +15,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,11 +27,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from tests.conftest import REPO, free_port, need
+from tests.collector import CONFIG_DIR, DEFAULT_BINARY, Collector, collector_binary, loopback_env
+from tests.conftest import REPO
 
-CONFIG_DIR = REPO / "collector-config"
 MANIFEST = CONFIG_DIR / "builder-config.yaml"
-DEFAULT_BINARY = REPO / ".build" / "collector" / "otelcol-glia"
 
 
 def collector_configs() -> list[Path]:
@@ -44,28 +41,7 @@ def collector_configs() -> list[Path]:
 @pytest.fixture(scope="session")
 def otelcol_bin() -> Path:
     """The test collector binary."""
-    path = Path(os.environ.get("GLIA_OTELCOL_BIN") or DEFAULT_BINARY)
-    need(
-        path.is_file() and os.access(path, os.X_OK),
-        f"no collector binary at {path}: run `bash collector-config/build.sh` or set GLIA_OTELCOL_BIN",
-    )
-    return path
-
-
-def loopback_env(queue_dir: Path, receiver_url: str = "http://127.0.0.1:9") -> dict[str, str]:
-    """Environment for config.yaml listening on free loopback ports, queueing in `queue_dir`."""
-    return {
-        **os.environ,
-        "GLIA_RECEIVER_ENDPOINT": receiver_url,
-        "GLIA_COLLECTOR_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}",
-        "GLIA_COLLECTOR_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
-        "GLIA_COLLECTOR_HEALTH_ENDPOINT": f"127.0.0.1:{free_port()}",
-        "GLIA_COLLECTOR_METRICS_HOST": "127.0.0.1",
-        "GLIA_COLLECTOR_METRICS_PORT": str(free_port()),
-        "GLIA_COLLECTOR_QUEUE_DIR": str(queue_dir),
-        "GLIA_COLLECTOR_BATCH_TIMEOUT": "100ms",
-        "GLIA_COLLECTOR_RETRY_MAX_INTERVAL": "1s",
-    }
+    return collector_binary()
 
 
 def test_built_collector_is_current_and_a_second_build_reuses_it(otelcol_bin: Path) -> None:
@@ -206,54 +182,6 @@ def stand_in_receiver() -> Iterator[StandInReceiver]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-class Collector:
-    """The built collector running config.yaml as a child process."""
-
-    def __init__(self, binary: Path, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.http_url = f"http://{env['GLIA_COLLECTOR_HTTP_ENDPOINT']}"
-        self._log = log
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(binary), f"--config={CONFIG_DIR / 'config.yaml'}"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_healthy()
-
-    def _wait_healthy(self, timeout: float = 30.0) -> None:
-        url = f"http://{self.env['GLIA_COLLECTOR_HEALTH_ENDPOINT']}/"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"collector exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"collector not healthy after {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self._log.read_text(errors="replace")[-5000:]
-
-    def post(self, path: str, body: bytes) -> int:
-        request = urllib.request.Request(
-            self.http_url + path, data=body, headers={"Content-Type": "application/x-protobuf"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status: int = response.status
-            return status
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=30)
 
 
 @pytest.fixture
