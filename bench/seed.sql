@@ -34,7 +34,7 @@ SELECT md5('trace' || i), left(md5('span' || i), 16), r.started, 'prog-' || lpad
 FROM generate_series(1, $1::integer) AS i,
 LATERAL (SELECT i % 50 AS p,
                 $3::timestamptz - make_interval(secs => (i::float8 / $1) * $2 * 30 * 86400) AS started,
-                (1 + (i * 7919) % 3600)::float8 AS wall,
+                (1 + (i * 7907) % 3600)::float8 AS wall,
                 CASE WHEN i % 101 = 0 THEN 137 WHEN i % 13 = 0 THEN 1 ELSE 0 END AS exit_code) AS r;
 
 -- name: seed_metric_points

@@ -48,7 +48,7 @@ def expected(i: int, n: int = N) -> dict[str, Any]:
         "host_name": f"node{i % 20:02d}",
         "user_name": ["ada", "bob", "cyd", "dee", "eve", "fay", "gus"][i % 7],
         "exit_code": 137 if i % 101 == 0 else 1 if i % 13 == 0 else 0,
-        "wall_seconds": float(1 + (i * 7919) % 3600),
+        "wall_seconds": float(1 + (i * 7907) % 3600),
         "peak_rss_bytes": (64 + (i * 37) % 4000) * 1048576,
         "attributes": {
             "sample": f"S{i % 1000}",
