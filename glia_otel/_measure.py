@@ -19,29 +19,55 @@ _STATUS = "/proc/self/status"
 _CLEAR_REFS = "/proc/self/clear_refs"
 _IO = "/proc/self/io"
 
-# None = not tried yet; the answer does not change during a process's life.
-_reset_allowed: bool | None = None
-_has_proc_status: bool | None = None
-_has_proc_io: bool | None = None
 _lock = _thread.allocate_lock()
 _active: list[BlockUsage] = []
 
 
-def read_hwm_rss() -> tuple[int, int] | None:
-    """(VmHWM, VmRSS) of this process in bytes, from /proc/self/status; None where it does not exist."""
-    global _has_proc_status
-    if _has_proc_status is False:
+class _ProcFiles:
+    """This process's /proc files, opened once and re-read with `pread`: an `open` of a /proc file costs more than
+    the rest of a block's bookkeeping. Reopened after a fork, since `self` was resolved at open time."""
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.status = self.io = self.clear_refs = -1
+        self.reset_allowed = True
+
+    def ensure(self) -> None:
+        pid = os.getpid()
+        if pid == self.pid:
+            return
+        self.pid = pid
+        self.status = _open(_STATUS, os.O_RDONLY)
+        self.io = _open(_IO, os.O_RDONLY)
+        self.clear_refs = _open(_CLEAR_REFS, os.O_WRONLY)
+        self.reset_allowed = self.clear_refs >= 0
+
+
+def _open(path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+_proc = _ProcFiles()
+
+
+def _pread(fd: int, size: int) -> bytes | None:
+    if fd < 0:
         return None
     try:
-        fd = os.open(_STATUS, os.O_RDONLY)
-        try:
-            data = os.read(fd, 8192)
-        finally:
-            os.close(fd)
+        return os.pread(fd, size, 0)
     except OSError:
-        _has_proc_status = False
         return None
-    _has_proc_status = True
+
+
+def read_hwm_rss() -> tuple[int, int] | None:
+    """(VmHWM, VmRSS) of this process in bytes, from /proc/self/status; None where it does not exist."""
+    _proc.ensure()
+    data = _pread(_proc.status, 8192)
+    if data is None:
+        return None
     return _field_kb(data, b"VmHWM:") * 1024, _field_kb(data, b"VmRSS:") * 1024
 
 
@@ -53,46 +79,34 @@ def _field_kb(data: bytes, key: bytes) -> int:
     return int(data[i + len(key) : j].split()[0])
 
 
-def read_io(path: str = _IO) -> tuple[int, int] | None:
-    """(read_bytes, write_bytes) from a `/proc/<pid>/io` file; None where it cannot be read."""
-    global _has_proc_io
-    if path == _IO and _has_proc_io is False:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            data = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-    except OSError:
-        if path == _IO:
-            _has_proc_io = False
-        return None
-    if path == _IO:
-        _has_proc_io = True
+def parse_io(data: bytes) -> tuple[int, int]:
+    """(read_bytes, write_bytes) from the text of a `/proc/<pid>/io` file."""
     read_b = write_b = 0
-    for line in data.split(b"\n"):
-        if line.startswith(b"read_bytes:"):
-            read_b = int(line[11:])
-        elif line.startswith(b"write_bytes:"):
-            write_b = int(line[12:])
+    i = data.find(b"\nread_bytes:")
+    if i >= 0:
+        read_b = int(data[i + 12 : data.find(b"\n", i + 1)])
+    i = data.find(b"\nwrite_bytes:")
+    if i >= 0:
+        write_b = int(data[i + 13 : data.find(b"\n", i + 1)])
     return read_b, write_b
 
 
+def read_io() -> tuple[int, int] | None:
+    """(read_bytes, write_bytes) of this process (with its reaped children); None where it cannot be read."""
+    _proc.ensure()
+    data = _pread(_proc.io, 4096)
+    return None if data is None else parse_io(data)
+
+
 def _reset_hwm() -> bool:
-    global _reset_allowed
-    if _reset_allowed is False:
+    _proc.ensure()
+    if not _proc.reset_allowed:
         return False
     try:
-        fd = os.open(_CLEAR_REFS, os.O_WRONLY)
-        try:
-            os.write(fd, b"5")
-        finally:
-            os.close(fd)
+        os.write(_proc.clear_refs, b"5")
     except OSError:
-        _reset_allowed = False
+        _proc.reset_allowed = False
         return False
-    _reset_allowed = True
     return True
 
 

@@ -44,7 +44,8 @@ class _State:
         self.processor: GliaSpanProcessor | None = None
         self.own_provider: Any = None
         self.atexit_registered = False
-        self.active_runs = 0
+        self.sampling = False  # whether long runs get process samples (glia's own pipeline, metrics on)
+        self.block_name = ""
 
 
 _state = _State()
@@ -80,6 +81,8 @@ def configure(
 
 def _install(settings: Settings) -> None:
     _state.settings = settings
+    _state.block_name = ""
+    _state.sampling = False
     _state.configured = True
     _state.disabled = settings.disabled
     if settings.disabled:
@@ -117,6 +120,7 @@ def _install(settings: Settings) -> None:
     if old is not None:
         old.shutdown()
     _metrics.reconfigure(settings, dict(resource.attributes))
+    _state.sampling = settings.metrics_enabled
     if not _state.atexit_registered:
         atexit.register(shutdown)
         _state.atexit_registered = True
@@ -255,7 +259,7 @@ class Run:
             span = tracer.start_span(self.name, context=parent, attributes=attrs, start_time=self._wall0)
             self._span = span
             self._token = context.attach(trace.set_span_in_context(span))
-            if _state.processor is not None:
+            if _state.sampling:
                 from . import _metrics
 
                 _metrics.run_started(self.trace_id, self.span_id)
@@ -288,7 +292,7 @@ class Run:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             with contextlib.suppress(Exception):
                 context.detach(self._token)  # type: ignore[arg-type]
-            if _state.processor is not None:
+            if _state.sampling:
                 from . import _metrics
 
                 _metrics.run_ended(self.trace_id, self.span_id)
@@ -364,14 +368,17 @@ class _Tracker:
 
 
 def _default_block_name() -> str:
-    settings = _state.settings
-    if settings is not None and settings.service_name:
-        return settings.service_name
-    import sys
+    if not _state.block_name:
+        settings = _state.settings
+        if settings is not None and settings.service_name:
+            _state.block_name = settings.service_name
+        else:
+            import sys
 
-    from ._resource import service_name_for
+            from ._resource import service_name_for
 
-    return service_name_for(sys.argv[0]) if sys.argv and sys.argv[0] else "block"
+            _state.block_name = service_name_for(sys.argv[0]) if sys.argv and sys.argv[0] else "block"
+    return _state.block_name
 
 
 @overload
