@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ def serve_main(argv: list[str]) -> int:
             timeout_graceful_shutdown=10,
         )
         server = uvicorn.Server(config)
-        # uvicorn re-raises the Ctrl-C it handled; by then the server has shut down
+        # uvicorn re-raises the SIGINT or SIGTERM it handled once the server has shut down; both must reach the
+        # `finally` below, which stops the embedded PostgreSQL
+        signal.signal(signal.SIGTERM, _interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         return 0 if server.started else 1
@@ -92,6 +95,10 @@ def serve_main(argv: list[str]) -> int:
         if embedded is not None:
             embedded.stop()
             log.info("embedded PostgreSQL stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 async def _check_schema(url: str, head: str) -> None:

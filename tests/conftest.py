@@ -91,6 +91,18 @@ def _embedded_server(data_dir: Path) -> PgServer:
     return PgServer(admin_url=pg.url(), embedded=pg)
 
 
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """An empty directory for an embedded PostgreSQL, outside pytest's basetemp.
+
+    pytest takes group and other permissions off its basetemp root whenever a session starts, and as root the
+    embedded PostgreSQL runs as another user who must traverse the path: a concurrent session would lock it out.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="glia-test-data-"))
+    yield data_dir
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """One PostgreSQL server for the whole session."""

@@ -49,9 +49,9 @@ def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> No
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+def serve(pg_data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
     port = free_port()
-    data_dir = tmp_path / "glia-data"
+    data_dir = pg_data_dir / "glia-data"
     env = {k: v for k, v in os.environ.items() if k != "GLIA_DATABASE_URL"}
     proc = subprocess.Popen(
         [GLIA, "serve", "--port", str(port), "--data-dir", str(data_dir)],
@@ -102,7 +102,7 @@ def test_serve_embedded_default_stores_a_stock_sdk_span_visible_in_psql(
     assert psql.stdout.strip() == 'hello-glia|quickstart-demo|{"sample": "S1"}'
 
 
-def test_serve_refuses_a_database_behind_until_migrated(pg_server: PgServer, tmp_path: Path) -> None:
+def test_serve_refuses_a_database_behind_until_migrated(pg_server: PgServer) -> None:
     run_sql(pg_server.admin_url, 'DROP DATABASE IF EXISTS "behind" WITH (FORCE)')
     run_sql(pg_server.admin_url, 'CREATE DATABASE "behind"')
     database_url = with_database(pg_server.admin_url, "behind")
@@ -126,3 +126,16 @@ def test_serve_refuses_a_database_behind_until_migrated(pg_server: PgServer, tmp
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+def test_sigterm_stops_the_receiver_and_the_embedded_postgres(
+    serve: tuple[subprocess.Popen[str], str, Path],
+) -> None:
+    proc, url, data_dir = serve
+    wait_ready(url, proc)
+    assert EmbeddedPostgres(data_dir).running()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "embedded PostgreSQL stopped" in err
+    assert not EmbeddedPostgres(data_dir).running(), "SIGTERM must stop the embedded PostgreSQL too"
