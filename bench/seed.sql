@@ -24,9 +24,9 @@ SELECT md5('trace' || i), left(md5('span' || i), 16), r.started, 'prog-' || lpad
        (ARRAY['ada', 'bob', 'cyd', 'dee', 'eve', 'fay', 'gus'])[1 + i % 7], 'cpython', '3.11.7',
        '/home/lab/prog-' || lpad(r.p::text, 2, '0') || '.py',
        -- three versions of each script over the period: the sha changes a third and two thirds of the way back
-       md5('script' || r.p || '-' || (i * 3 / ($1 + 1))) || md5('v' || r.p || '-' || (i * 3 / ($1 + 1))),
+       md5('script' || r.p || '-' || (i::bigint * 3 / ($1 + 1))) || md5('v' || r.p || '-' || (i::bigint * 3 / ($1 + 1))),
        'command', r.exit_code, r.wall * (i % 10) / 10.0, r.wall * 0.05, 100 * ((i % 10) / 10.0 + 0.05),
-       (64 + (i * 37) % 4000)::bigint * 1048576, 'cgroup', (i % 1000)::bigint * 4096, (i % 500)::bigint * 8192,
+       (64 + (i::bigint * 37) % 4000) * 1048576, 'cgroup', (i % 1000)::bigint * 4096, (i % 500)::bigint * 8192,
        jsonb_build_object('sample', 'S' || (i % 1000),
                           'pipeline', (ARRAY['rnaseq', 'wgs', 'chipseq', 'qc'])[1 + i % 4],
                           'reads', (i % 5000) * 1000),
@@ -34,7 +34,7 @@ SELECT md5('trace' || i), left(md5('span' || i), 16), r.started, 'prog-' || lpad
 FROM generate_series(1, $1::integer) AS i,
 LATERAL (SELECT i % 50 AS p,
                 $3::timestamptz - make_interval(secs => (i::float8 / $1) * $2 * 30 * 86400) AS started,
-                (1 + (i * 7907) % 3600)::float8 AS wall,
+                (1 + (i::bigint * 7907) % 3600)::float8 AS wall,
                 CASE WHEN i % 101 = 0 THEN 137 WHEN i % 13 = 0 THEN 1 ELSE 0 END AS exit_code) AS r;
 
 -- name: seed_metric_points

@@ -184,9 +184,7 @@ def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, str, str]:
     except InvalidQuery:
         raise
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
-        raise InvalidQuery(
-            "cursor", "is not a cursor this API handed out (use next_cursor as given)"
-        ) from None
+        raise InvalidQuery("cursor", "is not a cursor this API handed out (use next_cursor as given)") from None
 
 
 # --- queries ------------------------------------------------------------------------------------------------------
@@ -416,16 +414,12 @@ async def runs_endpoint(
     service: Annotated[str | None, Query(max_length=1000, description="the same as program")] = None,
     user: Annotated[str | None, Query(max_length=1000, description="process.owner")] = None,
     host: Annotated[str | None, Query(max_length=1000, description="host.name")] = None,
-    status: Annotated[
-        str | None, Query(pattern="^(ok|error|unset)$", description="ok, error or unset")
-    ] = None,
+    status: Annotated[str | None, Query(pattern="^(ok|error|unset)$", description="ok, error or unset")] = None,
     exit_code: Annotated[int | None, Query(ge=-(2**31), le=2**31 - 1)] = None,
     since: Annotated[
         str | None, Query(max_length=64, description="started at or after: ISO 8601 time or an age (7d, 12h)")
     ] = None,
-    until: Annotated[
-        str | None, Query(max_length=64, description="started before: ISO 8601 time or an age")
-    ] = None,
+    until: Annotated[str | None, Query(max_length=64, description="started before: ISO 8601 time or an age")] = None,
     attr: Annotated[
         list[str],
         Query(
@@ -437,9 +431,7 @@ async def runs_endpoint(
     script_sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
     sort: Annotated[Sort, Query(description="sort key; a leading '-' means descending")] = Sort.NEWEST,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: Annotated[
-        str | None, Query(max_length=2000, description="next_cursor of the previous page")
-    ] = None,
+    cursor: Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")] = None,
 ) -> Response:
     """Runs matching every given filter, in `sort` order, `limit` at a time (keyset pagination)."""
     if program and service and program != service:

@@ -40,7 +40,7 @@ def new_key() -> str:
 
 
 def hash_key(key: str) -> str:
-    """What is stored for a key. The secret is 256 random bits, so a fast hash resists guessing as well as a slow one."""
+    """What is stored for a key: its sha256 (the secret is 256 random bits, so a slow hash would add nothing)."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -94,16 +94,12 @@ class KeyCache:
             return
         token = bearer(request)
         if token is None:
-            raise AuthError(
-                401, f"this receiver requires an API key: send 'Authorization: Bearer <{scope} key>'"
-            )
+            raise AuthError(401, f"this receiver requires an API key: send 'Authorization: Bearer <{scope} key>'")
         granted = keys.get(hash_key(token))
         if granted is None:
             raise AuthError(401, "the API key is not valid (unknown or revoked)")
         if granted != scope:
-            raise AuthError(
-                403, f"this API key has scope '{granted}'; this endpoint needs a key of scope '{scope}'"
-            )
+            raise AuthError(403, f"this API key has scope '{granted}'; this endpoint needs a key of scope '{scope}'")
 
 
 def require(scope: str) -> Callable[[Request], Awaitable[None]]:
@@ -131,9 +127,7 @@ async def create_key(conn: asyncpg.Connection, name: str, scope: str) -> tuple[s
             queries.load("auth.sql")["create_key"], name, scope, hash_key(key), key[: len(KEY_PREFIX) + 6]
         )
     except asyncpg.UniqueViolationError:
-        raise ValueError(
-            f"an active key named {name!r} exists already: revoke it first or pick another name"
-        ) from None
+        raise ValueError(f"an active key named {name!r} exists already: revoke it first or pick another name") from None
     return key, dict(row)
 
 

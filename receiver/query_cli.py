@@ -121,7 +121,7 @@ def human_seconds(value: float | None) -> str:
         return "-"
     if value < 60:
         return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
-    minutes, seconds = divmod(int(round(value)), 60)
+    minutes, seconds = divmod(round(value), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
 

@@ -60,7 +60,7 @@ async def expired(conn: asyncpg.Connection, cutoff: datetime) -> list[Dropped]:
 
 
 async def _archive(conn: asyncpg.Connection, partition: str, directory: Path) -> tuple[Path, int]:
-    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     target = directory / f"{partition}.csv.gz"
     partial = directory / f".{partition}.csv.gz.partial"
     with gzip.open(partial, "wb") as out:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,9 +22,7 @@ SEED_SQL = parse((REPO / "bench" / "seed.sql").read_text())
 N = 120
 
 
-def seed_runs(
-    url: str, n: int = N, months: int = 12, metrics_every: int = 1, newest: datetime | None = None
-) -> None:
+def seed_runs(url: str, n: int = N, months: int = 12, metrics_every: int = 1, newest: datetime | None = None) -> None:
     """Seed `n` synthetic runs (bench/seed.sql): run i has program prog-{i % 50}, host node{i % 20}, ..."""
     newest = newest or datetime.now(UTC) - timedelta(hours=1)
 
@@ -109,9 +106,7 @@ def test_filters_select_the_right_runs(seeded: httpx.Client) -> None:
     assert runs(since="7d") == {1, 2}
     newest = datetime.now(UTC) - timedelta(hours=1)
     assert runs(until=(newest - timedelta(days=355)).isoformat()) == {i for i in every if i > 118}
-    assert runs(program="prog-07", status="error") == {
-        i for i in every if i % 50 == 7 and expected(i)["exit_code"]
-    }
+    assert runs(program="prog-07", status="error") == {i for i in every if i % 50 == 7 and expected(i)["exit_code"]}
 
 
 def test_keyset_pages_cover_everything_once(seeded: httpx.Client) -> None:

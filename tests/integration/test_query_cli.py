@@ -41,16 +41,38 @@ def test_runs_table(seeded_url: str, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_runs_json_and_csv_with_filters(seeded_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = glia(capsys, "runs", "--database-url", seeded_url, "--status", "error", "--host", "node01",
-                        "--format", "json", "--limit", "500")
+    code, out, _ = glia(
+        capsys,
+        "runs",
+        "--database-url",
+        seeded_url,
+        "--status",
+        "error",
+        "--host",
+        "node01",
+        "--format",
+        "json",
+        "--limit",
+        "500",
+    )
     assert code == 0
     rows = json.loads(out)
     want = [i for i in range(1, N + 1) if i % 20 == 1 and expected(i)["exit_code"] != 0]
     assert [r["run_id"] for r in rows] == [run_id(i) for i in want]
     assert rows[0]["attributes"] == expected(want[0])["attributes"]
 
-    code, out, _ = glia(capsys, "runs", "--database-url", seeded_url, "--attr", "pipeline=chipseq", "--attr",
-                        "sample=S6", "--format", "csv")
+    code, out, _ = glia(
+        capsys,
+        "runs",
+        "--database-url",
+        seeded_url,
+        "--attr",
+        "pipeline=chipseq",
+        "--attr",
+        "sample=S6",
+        "--format",
+        "csv",
+    )
     assert code == 0
     (row,) = list(csv.DictReader(io.StringIO(out)))
     assert row["run_id"] == run_id(6) and row["exit_code"] == "0"
@@ -80,7 +102,11 @@ def test_glia_runs_as_a_command_reads_glia_database_url(seeded_url: str) -> None
     env = {**os.environ, "GLIA_DATABASE_URL": seeded_url}
     result = subprocess.run(
         [sys.executable, "-m", "glia_otel._cli", "runs", "--limit", "3", "--format", "json"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert [r["run_id"] for r in json.loads(result.stdout)] == [run_id(i) for i in (1, 2, 3)]

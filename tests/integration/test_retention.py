@@ -65,6 +65,7 @@ def test_retention_archives_and_drops_old_partitions(
 
 def test_a_partition_that_reaches_past_the_cutoff_is_kept(database_url: str, sql: Sql) -> None:
     seed_runs(database_url, n=60, months=3, metrics_every=0)
+
     # a cut-off in the middle of a month: that month still holds newer rows, so it stays
     async def go() -> list[retention.Dropped]:
         conn = await asyncpg.connect(database_url)
