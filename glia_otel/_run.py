@@ -36,6 +36,7 @@ options:
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _SI_KERNEL = 0x80  # si_code of signals the kernel (the terminal) sent: the child's process group got them too
 _SAMPLE_INTERVAL_S = 0.05
+_FLUSH_AFTER_S = 0.2
 
 
 class UsageError(Exception):
@@ -211,8 +212,8 @@ def main(argv: list[str]) -> int:
     from . import _spool
     from ._resource import command_attributes
 
-    if exec_errno is None:
-        _spool.start_background_flush(settings)
+    # Resending the spool waits until the command has run a moment: a short command never pays for it.
+    flush_at = time.monotonic() + _FLUSH_AFTER_S if exec_errno is None else float("inf")
     sampled_peak = 0
     status, rusage = 0, None
     next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
@@ -223,7 +224,11 @@ def main(argv: list[str]) -> int:
             break
         if done_pid == pid:
             break
-        timeout = min(1.0, max(0.0, next_sample - time.monotonic()))
+        now = time.monotonic()
+        if now >= flush_at:
+            flush_at = float("inf")
+            _spool.start_background_flush(settings)
+        timeout = min(1.0, max(0.0, next_sample - now), max(0.0, flush_at - now))
         info = signal.sigtimedwait(blocked, timeout)
         if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
             try:  # noqa: SIM105 - contextlib costs glia run's start-up
