@@ -53,3 +53,29 @@ def test_script_of_command(tmp_path: os.PathLike[str]) -> None:
     assert service_name_for("/a/b/align.py") == "align"
     assert service_name_for("sort") == "sort"
     assert host_arch("x86_64") == "amd64" and host_arch("aarch64") == "arm64"
+
+
+def test_split_url_and_unquote() -> None:
+    from glia_otel._config import split_url, unquote
+
+    assert split_url("http://localhost:4318/v1/traces") == ("http", "localhost", 4318, "/v1/traces")
+    assert split_url("https://user@collector.example") == ("https", "collector.example", 443, "/")
+    assert split_url("http://[::1]:9/x?y=1") == ("http", "::1", 9, "/x?y=1")
+    for bad in ("localhost:4318", "http://", "http://h:0", "http://h:port", "grpc://h:4317"):
+        with pytest.raises(ValueError):
+            split_url(bad)
+    assert unquote("Bearer%20abc%2C%zz%") == "Bearer abc,%zz%"
+    assert unquote("caf%C3%A9") == "café"
+
+
+def test_uuid4_and_proc_io_parsing() -> None:
+    import uuid
+
+    from glia_otel._measure import parse_io
+    from glia_otel._resource import uuid4
+
+    value = uuid.UUID(uuid4())
+    assert value.version == 4 and value.variant == uuid.RFC_4122
+    text = b"rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n"
+    assert parse_io(text) == (4096, 8192)
+    assert parse_io(b"") == (0, 0)
