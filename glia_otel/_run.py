@@ -106,8 +106,12 @@ def _parse_traceparent(value: str) -> tuple[int, int] | None:
     return None
 
 
-def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int | None]:
-    """Fork and exec; returns (pid, errno of a failed exec or None)."""
+def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
+    """Fork and exec; returns (pid, fd to read with `_exec_errno` once the child has ended).
+
+    The parent does not wait for the exec: joining the cgroup and exec'ing run on the child's side while glia
+    prepares the run's record on its own.
+    """
     from . import _cgroup
 
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
@@ -130,6 +134,11 @@ def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int |
         except BaseException:
             os._exit(127)
     os.close(write_fd)
+    return pid, read_fd
+
+
+def _exec_errno(read_fd: int) -> int | None:
+    """The errno of a failed exec the child reported, or None if the exec happened (the pipe closed empty)."""
     data = b""
     while True:
         try:
@@ -140,7 +149,7 @@ def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int |
             break
         data += chunk
     os.close(read_fd)
-    return pid, (int(data) if data.strip().isdigit() else None) if data else None
+    return (int(data) if data.strip().isdigit() else None) if data else None
 
 
 def _tree_rss(root: int) -> int:
@@ -206,14 +215,22 @@ def main(argv: list[str]) -> int:
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     wall0 = time.time_ns()
     mono0 = time.monotonic_ns()
-    pid, exec_errno = _spawn(cmd, env, cgroup)
+    pid, exec_fd = _spawn(cmd, env, cgroup)
 
     # The child runs: now the work that need not come before it.
-    from . import _spool
+    from . import _deliver, _otlp, _spool  # noqa: F401 - loaded now, while the child runs
     from ._resource import command_attributes
 
+    resource: dict[str, Any] | None = None
+    try:
+        resource = command_attributes(
+            cmd, _which(cmd[0], env), pid, settings.record_args, settings.service_name, settings.resource_attributes
+        )
+    except Exception as e:
+        print(f"glia run: could not describe the command: {type(e).__name__}: {e}", file=sys.stderr)
+
     # Resending the spool waits until the command has run a moment: a short command never pays for it.
-    flush_at = time.monotonic() + _FLUSH_AFTER_S if exec_errno is None else float("inf")
+    flush_at = time.monotonic() + _FLUSH_AFTER_S
     sampled_peak = 0
     status, rusage = 0, None
     next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
@@ -245,19 +262,14 @@ def main(argv: list[str]) -> int:
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
     code = exit_code_of(status)
+    exec_errno = _exec_errno(exec_fd)
     if exec_errno is not None:
         code = _exec_failed(cmd[0], exec_errno)
     io1 = read_io()
     try:
         attrs = _span_attributes(code, mono1 - mono0, rusage, cgroup, sampled_peak, io0, io1, custom)
-        resource = command_attributes(
-            cmd,
-            _which(cmd[0], env),
-            pid,
-            settings.record_args,
-            settings.service_name,
-            settings.resource_attributes,
-        )
+        if resource is None:
+            resource = {"service.name": os.path.basename(cmd[0])}
         _export_span(
             settings,
             resource,
