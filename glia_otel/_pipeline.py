@@ -91,7 +91,7 @@ class GliaSpanProcessor(SpanProcessor):
             if self._stopped:
                 return
             self._pending.append(span)
-            if self._thread is None or self._pid != os.getpid():
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._start_thread()
             self._cond.notify()
 
@@ -100,6 +100,13 @@ class GliaSpanProcessor(SpanProcessor):
         deadline = time.monotonic() + timeout_millis / 1000
         self._export_pending(deadline)
         return self._wait_inflight(deadline)
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Export what is queued under the old settings (within their exit deadline), then use the new ones."""
+        self.force_flush(int(self._settings.export_deadline_s * 1000))
+        with self._cond:
+            self._settings = settings
+            self._stopped = False
 
     def shutdown(self) -> None:
         """Export what is left within the exit deadline; spool whatever did not make it."""

@@ -108,17 +108,19 @@ def _install(settings: Settings) -> None:
     resource = Resource(
         python_process_attributes(settings.record_args, settings.service_name, settings.resource_attributes)
     )
-    old = _state.processor
-    processor = GliaSpanProcessor(settings)
+    # One processor for the process's life: the global provider (set once) and any later one share it, so a
+    # reconfiguration reaches spans of other instrumentation too.
+    processor = _state.processor
+    if processor is None:
+        processor = _state.processor = GliaSpanProcessor(settings)
+    else:
+        processor.reconfigure(settings)
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(processor)
     if _state.own_provider is None:
         trace.set_tracer_provider(provider)
     _state.own_provider = provider
-    _state.processor = processor
     _state.tracer = provider.get_tracer(_SCOPE, _version())
-    if old is not None:
-        old.shutdown()
     _metrics.reconfigure(settings, dict(resource.attributes))
     _state.sampling = settings.metrics_enabled
     if not _state.atexit_registered:

@@ -36,9 +36,7 @@ def run_python(
     """Run `script` as a file in a fresh interpreter and return the finished process."""
     path = tmp / name
     path.write_text(textwrap.dedent(script))
-    return subprocess.run(
-        [sys.executable, str(path)], env=dict(env), capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, str(path)], env=dict(env), capture_output=True, text=True, timeout=60)
 
 
 def test_block_row_has_resource_and_usage_columns(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
@@ -123,9 +121,7 @@ def test_decorators_sync_async_and_nested_runs(tmp_path: Path, receiver: Receive
     assert rows["inner"]["run_kind"] == "block"
 
 
-def test_exception_marks_error_and_is_reraised_unchanged(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_exception_marks_error_and_is_reraised_unchanged(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     proc = run_python(
         tmp_path,
         """
@@ -154,9 +150,7 @@ def test_exception_marks_error_and_is_reraised_unchanged(
     )
     assert proc.returncode == 0, proc.stderr
     assert "reraised" in proc.stdout
-    rows = {
-        r["name"]: r for r in sql("SELECT name, status_code, status_message, exit_code, events FROM spans")
-    }
+    rows = {r["name"]: r for r in sql("SELECT name, status_code, status_message, exit_code, events FROM spans")}
     assert set(rows) == {"block", "fails"}
     import json
 
@@ -244,3 +238,30 @@ def test_malformed_setting_is_a_value_error_at_configure(tmp_path: Path) -> None
     assert "ValueError: OTEL_EXPORTER_OTLP_TIMEOUT='soon'" in proc.stdout
     assert "body ran" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_configure_again_switches_endpoint_and_spool(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    proc = run_python(
+        tmp_path,
+        f"""
+        import glia_otel
+        from opentelemetry import trace
+        glia_otel.configure(endpoint="http://127.0.0.1:9", export_deadline_ms=2000)
+        with glia_otel.track("first"):
+            pass
+        glia_otel.configure(endpoint="{receiver.url}", service_name="second-svc", export_deadline_ms=5000)
+        with glia_otel.track("second"):
+            pass
+        with trace.get_tracer("other-lib").start_as_current_span("library-span"):
+            pass
+        """,
+        client_env(None, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in sql("SELECT name, service_name FROM spans")}
+    assert rows["second"]["service_name"] == "second-svc"
+    assert "library-span" in rows  # spans of other instrumentation follow the new settings too
+    # The first run was spooled; the second configure() resends the spool in the background, so it is either
+    # stored by now or still in the spool: never lost.
+    spooled = list((tmp_path / "spool").glob("*.pb.gz"))
+    assert ("first" in rows) != bool(spooled), (rows.keys(), spooled)
