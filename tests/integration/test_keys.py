@@ -128,3 +128,19 @@ def test_duplicate_active_name_is_refused(database_url: str, capsys: pytest.Capt
     create_key(capsys, database_url, "twice", "read")
     assert main(["keys", "create", "twice", "--database-url", database_url]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def test_start_up_log_says_whether_keys_are_required(
+    receiver_factory: Callable[..., ReceiverServer],
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with caplog.at_level("INFO", logger="glia.receiver"):
+        receiver_factory()
+    assert any("no API keys" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    caplog.clear()
+    create_key(capsys, database_url, "ingest-1", "ingest")
+    with caplog.at_level("INFO", logger="glia.receiver"):
+        receiver_factory()
+    assert any("API keys: 1 active" in r.getMessage() for r in caplog.records)

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +111,19 @@ def test_glia_runs_as_a_command_reads_glia_database_url(seeded_url: str) -> None
     )
     assert result.returncode == 0, result.stderr
     assert [r["run_id"] for r in json.loads(result.stdout)] == [run_id(i) for i in (1, 2, 3)]
+
+
+def test_without_a_url_glia_runs_reads_the_embedded_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from receiver.embedded import EmbeddedPostgres
+
+    data_dir = tmp_path / "glia-data"
+    env_url = os.environ.pop("GLIA_DATABASE_URL", None)
+    try:
+        code, out, _ = glia(capsys, "runs", "--data-dir", str(data_dir))
+    finally:
+        if env_url is not None:
+            os.environ["GLIA_DATABASE_URL"] = env_url
+    assert code == 0 and out.strip() == "no runs match"
+    embedded = EmbeddedPostgres(data_dir)
+    assert (data_dir / "database-url").exists()
+    assert not embedded.running()  # it was started for the command and stopped again
