@@ -261,7 +261,8 @@ def test_configure_again_switches_endpoint_and_spool(tmp_path: Path, receiver: R
     rows = {r["name"]: r for r in sql("SELECT name, service_name FROM spans")}
     assert rows["second"]["service_name"] == "second-svc"
     assert "library-span" in rows  # spans of other instrumentation follow the new settings too
-    # The first run was spooled; the second configure() resends the spool in the background, so it is either
-    # stored by now or still in the spool: never lost.
+    # The first run was spooled; the second configure() resends the spool in the background, so it is stored by
+    # now, or still in the spool, or both (sent, but the process ended before the file was deleted: resent later,
+    # stored once). Never lost.
     spooled = list((tmp_path / "spool").glob("*.pb.gz"))
-    assert ("first" in rows) != bool(spooled), (rows.keys(), spooled)
+    assert "first" in rows or spooled, (rows.keys(), spooled)
