@@ -170,7 +170,9 @@ def collector_binary() -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
-def start_collector(binary: Path, receiver_url: str, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_collector(
+    binary: Path, receiver_url: str, work: Path, settings: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], str]:
     http = f"127.0.0.1:{free_port()}"
     health = f"127.0.0.1:{free_port()}"
     env = {
@@ -183,6 +185,7 @@ def start_collector(binary: Path, receiver_url: str, work: Path) -> tuple[subpro
         "GLIA_COLLECTOR_METRICS_PORT": str(free_port()),
         "GLIA_COLLECTOR_QUEUE_DIR": str(work / "collector-queue"),
         "GLIA_COLLECTOR_LOG_LEVEL": "warn",
+        **settings,
     }
     with (work / "collector.log").open("ab") as log:
         proc = subprocess.Popen(
@@ -264,6 +267,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="throughput measurements per path, alternating")
     parser.add_argument("--latency-spans", type=int, default=100)
     parser.add_argument("--latency-rate", type=float, default=20.0, help="spans per second in the latency run")
+    parser.add_argument(
+        "--collector-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a collector setting other than its default, e.g. GLIA_COLLECTOR_BATCH_TIMEOUT=100ms (repeatable)",
+    )
     args = parser.parse_args()
 
     from receiver.embedded import EmbeddedPostgres
@@ -290,50 +300,61 @@ def main() -> None:
         procs.append(receiver)
         direct = f"http://127.0.0.1:{port}"
         wait_http(direct + "/readyz", receiver, "receiver")
-        collector, through = start_collector(binary, direct, work)
+        settings = dict(item.split("=", 1) for item in args.collector_env)
+        collector, through = start_collector(binary, direct, work, settings)
         procs.append(collector)
         paths = {"direct": direct, "collector": through}
 
         print(
             f"{os.cpu_count()} cores; {args.spans} spans per measurement from {args.clients} SDK client processes;"
-            f" collector {binary.name} with config.yaml defaults\n"
+            f" collector {binary.name} with config.yaml defaults{''.join(f', {k}={v}' for k, v in settings.items())}\n"
         )
-        header = f"{'round':<7}{'path':<30}{'spans/s to PG':>15}{'steady 10-90%':>15}{'SDK done':>10}"
-        print(header)
-        print("-" * len(header))
-        rates: dict[str, list[float]] = {name: [] for name in paths}
-        steady: dict[str, list[float]] = {name: [] for name in paths}
-        for round_no in range(1, args.rounds + 1):
-            for name, endpoint in paths.items():
-                committed, steady_rate, client_side = throughput(url, endpoint, args.clients, args.spans)
-                rates[name].append(committed)
-                steady[name].append(steady_rate)
-                label = "SDK -> receiver" if name == "direct" else "SDK -> collector -> receiver"
-                print(f"{round_no:<7}{label:<30}{committed:>15,.0f}{steady_rate:>15,.0f}{client_side:>10,.0f}")
-        d, c = statistics.median(rates["direct"]), statistics.median(rates["collector"])
-        sd, sc = statistics.median(steady["direct"]), statistics.median(steady["collector"])
-        print(f"{'median':<7}{'SDK -> receiver (baseline)':<30}{d:>15,.0f}{sd:>15,.0f}")
-        print(f"{'median':<7}{'SDK -> collector -> receiver':<30}{c:>15,.0f}{sc:>15,.0f}")
-        print(f"ratio collector / direct: {c / d:.2f} to PG, {sc / sd:.2f} steady (target >= 0.80)\n")
-
-        header = f"{'latency, span end -> row committed':<36}{'p50 ms':>9}{'p90 ms':>9}{'max ms':>9}"
-        print(f"{args.latency_spans} spans at {args.latency_rate:g}/s, SimpleSpanProcessor, one client")
-        print(header)
-        print("-" * len(header))
-        medians = {}
-        for name, endpoint in paths.items():
-            seconds = latency(url, endpoint, args.latency_spans, args.latency_rate)
-            medians[name] = statistics.median(seconds)
-            p90 = seconds[int(0.9 * (len(seconds) - 1))]
-            label = "SDK -> receiver" if name == "direct" else "SDK -> collector -> receiver"
-            print(f"{label:<36}{medians[name] * 1e3:>9.1f}{p90 * 1e3:>9.1f}{seconds[-1] * 1e3:>9.1f}")
-        print(f"the collector's added median latency: {(medians['collector'] - medians['direct']) * 1e3:.0f} ms")
+        if args.rounds:
+            measure_throughput(url, paths, args)
+        measure_latency(url, paths, args)
     finally:
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=60)
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def measure_throughput(url: str, paths: dict[str, str], args: argparse.Namespace) -> None:
+    """Print the throughput table: every round, the medians and their ratio."""
+    header = f"{'round':<7}{'path':<30}{'spans/s to PG':>15}{'steady 10-90%':>15}{'SDK done':>10}"
+    print(header)
+    print("-" * len(header))
+    rates: dict[str, list[float]] = {name: [] for name in paths}
+    steady: dict[str, list[float]] = {name: [] for name in paths}
+    for round_no in range(1, args.rounds + 1):
+        for name, endpoint in paths.items():
+            committed, steady_rate, client_side = throughput(url, endpoint, args.clients, args.spans)
+            rates[name].append(committed)
+            steady[name].append(steady_rate)
+            label = "SDK -> receiver" if name == "direct" else "SDK -> collector -> receiver"
+            print(f"{round_no:<7}{label:<30}{committed:>15,.0f}{steady_rate:>15,.0f}{client_side:>10,.0f}")
+    d, c = statistics.median(rates["direct"]), statistics.median(rates["collector"])
+    sd, sc = statistics.median(steady["direct"]), statistics.median(steady["collector"])
+    print(f"{'median':<7}{'SDK -> receiver (baseline)':<30}{d:>15,.0f}{sd:>15,.0f}")
+    print(f"{'median':<7}{'SDK -> collector -> receiver':<30}{c:>15,.0f}{sc:>15,.0f}")
+    print(f"ratio collector / direct: {c / d:.2f} to PG, {sc / sd:.2f} steady (target >= 0.80)\n")
+
+
+def measure_latency(url: str, paths: dict[str, str], args: argparse.Namespace) -> None:
+    """Print the latency table and the collector's added median latency."""
+    header = f"{'latency, span end -> row committed':<36}{'p50 ms':>9}{'p90 ms':>9}{'max ms':>9}"
+    print(f"{args.latency_spans} spans at {args.latency_rate:g}/s, SimpleSpanProcessor, one client")
+    print(header)
+    print("-" * len(header))
+    medians = {}
+    for name, endpoint in paths.items():
+        seconds = latency(url, endpoint, args.latency_spans, args.latency_rate)
+        medians[name] = statistics.median(seconds)
+        p90 = seconds[int(0.9 * (len(seconds) - 1))]
+        label = "SDK -> receiver" if name == "direct" else "SDK -> collector -> receiver"
+        print(f"{label:<36}{medians[name] * 1e3:>9.1f}{p90 * 1e3:>9.1f}{seconds[-1] * 1e3:>9.1f}")
+    print(f"the collector's added median latency: {(medians['collector'] - medians['direct']) * 1e3:.0f} ms")
 
 
 if __name__ == "__main__":
