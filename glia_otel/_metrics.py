@@ -91,9 +91,7 @@ def _start_sampling() -> None:
         reader = PeriodicExportingMetricReader(
             _exporter(settings), export_interval_millis=settings.metrics_interval_s * 1000
         )
-        provider = MeterProvider(
-            resource=Resource(_resource), metric_readers=[reader], shutdown_on_exit=False
-        )
+        provider = MeterProvider(resource=Resource(_resource), metric_readers=[reader], shutdown_on_exit=False)
         instrumentor = SystemMetricsInstrumentor(config=PROCESS_METRICS)
         instrumentor.instrument(meter_provider=provider)
         with _lock:

@@ -17,9 +17,7 @@ def _attrs(row: dict[str, Any]) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else dict(value)
 
 
-def test_block_peak_is_within_5_percent_of_200_mib(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_block_peak_is_within_5_percent_of_200_mib(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     proc = run_python(
         tmp_path,
         """
@@ -41,9 +39,7 @@ def test_block_peak_is_within_5_percent_of_200_mib(
     assert abs(above - 200 * MIB) / (200 * MIB) < 0.05, above / MIB
 
 
-def test_nested_block_does_not_corrupt_the_outer_peak(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_nested_block_does_not_corrupt_the_outer_peak(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     proc = run_python(
         tmp_path,
         """
@@ -70,9 +66,7 @@ def test_nested_block_does_not_corrupt_the_outer_peak(
     assert abs(inner_above - 10 * MIB) / (10 * MIB) < 0.2, inner_above / MIB
 
 
-def test_block_cpu_is_within_5_percent_of_getrusage(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_block_cpu_is_within_5_percent_of_getrusage(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     proc = run_python(
         tmp_path,
         """

@@ -23,9 +23,7 @@ with glia_otel.track("short"):
 
 
 @pytest.mark.slow
-def test_long_run_exports_process_samples_linked_to_it(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_long_run_exports_process_samples_linked_to_it(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     env = client_env(receiver.url, tmp_path / "spool", OTEL_METRIC_EXPORT_INTERVAL="300")
     proc = run_python(tmp_path, LONG, env)
     assert proc.returncode == 0, proc.stderr

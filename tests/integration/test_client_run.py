@@ -72,9 +72,7 @@ def test_no_args_leaves_arguments_out(tmp_path: Path, receiver: ReceiverServer, 
     assert [r["process_command_args"] for r in rows] == [None, None]
 
 
-def test_script_is_hashed_and_stdin_passes_through(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_script_is_hashed_and_stdin_passes_through(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     script = tmp_path / "upper.sh"
     script.write_text("#!/bin/sh\ntr a-z A-Z\n")
     script.chmod(0o755)
@@ -104,9 +102,7 @@ def test_bad_commands_say_so_plainly(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_signal_is_forwarded_and_exit_is_128_plus_n(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_signal_is_forwarded_and_exit_is_128_plus_n(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     env = client_env(receiver.url, tmp_path / "spool")
     proc = subprocess.Popen([GLIA, "run", "--", "sleep", "30"], env=env, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
@@ -119,9 +115,7 @@ def test_signal_is_forwarded_and_exit_is_128_plus_n(
     assert row == {"exit_code": 143, "status_code": 2}
 
 
-def test_traceparent_makes_a_tracked_script_a_child_span(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_traceparent_makes_a_tracked_script_a_child_span(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     script = tmp_path / "inner.py"
     script.write_text("import glia_otel\nwith glia_otel.track('inner-step'):\n    pass\n")
     env = client_env(receiver.url, tmp_path / "spool")
@@ -145,14 +139,10 @@ time.sleep({hold})
 
 
 @pytest.mark.slow
-def test_child_peak_matches_gnu_time_within_2_percent(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_child_peak_matches_gnu_time_within_2_percent(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     prog = tmp_path / "alloc.py"
     prog.write_text(ALLOC.format(mib=300, hold=0))
-    gnu = subprocess.run(
-        ["/usr/bin/time", "-v", sys.executable, str(prog)], capture_output=True, text=True, check=True
-    )
+    gnu = subprocess.run(["/usr/bin/time", "-v", sys.executable, str(prog)], capture_output=True, text=True, check=True)
     found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", gnu.stderr)
     assert found is not None, gnu.stderr
     gnu_bytes = int(found[1]) * 1024

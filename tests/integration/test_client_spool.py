@@ -25,9 +25,7 @@ def _spooled(spool: Path) -> list[Path]:
     return sorted(p for p in spool.glob("*") if not p.name.endswith(".tmp"))
 
 
-def test_fifty_runs_spool_then_flush_delivers_exactly_fifty(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_fifty_runs_spool_then_flush_delivers_exactly_fifty(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     spool = tmp_path / "spool"
     receiver.stop()
     env = client_env(receiver.url, spool, GLIA_EXPORT_DEADLINE_MS="250")
@@ -53,9 +51,7 @@ def test_fifty_runs_spool_then_flush_delivers_exactly_fifty(
     assert "sent 0 request(s)" in again.stdout
 
 
-def test_next_glia_process_resends_in_the_background(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_next_glia_process_resends_in_the_background(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     spool = tmp_path / "spool"
     receiver.stop()
     env = client_env(receiver.url, spool)
