@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ReceiverServer
+from tests.conftest import ReceiverServer, need
 from tests.integration.test_client_track import GLIA, Sql, client_env
 
 MIB = 1024 * 1024
@@ -140,6 +140,7 @@ time.sleep({hold})
 
 @pytest.mark.slow
 def test_child_peak_matches_gnu_time_within_2_percent(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    need(os.access("/usr/bin/time", os.X_OK), "GNU time (/usr/bin/time, Debian package `time`) is not installed")
     prog = tmp_path / "alloc.py"
     prog.write_text(ALLOC.format(mib=300, hold=0))
     gnu = subprocess.run(["/usr/bin/time", "-v", sys.executable, str(prog)], capture_output=True, text=True, check=True)
