@@ -294,6 +294,7 @@ def test_postgresql_down_for_ten_seconds_under_a_steady_stream_every_run_arrives
         wait_for_spans(sql, 20, timeout=30, where="name LIKE 'stream-%'")
         private_pg.stop()
         down_at = time.monotonic()
+        sent_before_outage = len(names)
         stored_probes: list[str] = []
         statuses: list[tuple[int, str | None]] = []
 
@@ -307,13 +308,13 @@ def test_postgresql_down_for_ten_seconds_under_a_steady_stream_every_run_arrives
         wait_until(refused, OUTAGE_SECONDS, lambda: f"no 503 from the receiver; statuses {statuses}")
         assert statuses[-1][1] == "1", f"503 without the configured Retry-After: {statuses[-1]}"
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
-        count_during = len(names)
+        sent_during_outage = len(names) - sent_before_outage
         private_pg.start()
         time.sleep(2)
     finally:
         stop.set()
         streamer.join(timeout=30)
-    assert count_during > 500, f"the stream was not steady: {count_during} runs by the end of the outage"
+    assert sent_during_outage > 100, f"the stream stalled: {sent_during_outage} runs sent during the outage"
     client.flush_all(len(names))
     # the collector met the outage: its requests were refused with 503, and it waited the Retry-After it was told
     log = collector.log(tail=1_000_000)
