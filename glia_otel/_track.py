@@ -45,6 +45,7 @@ class _State:
         self.own_provider: Any = None
         self.atexit_registered = False
         self.sampling = False  # whether long runs get process samples (glia's own pipeline, metrics on)
+        self.has_traceparent = False
         self.block_name = ""
 
 
@@ -81,6 +82,7 @@ def configure(
 
 def _install(settings: Settings) -> None:
     _state.settings = settings
+    _state.has_traceparent = bool(os.environ.get("TRACEPARENT"))
     _state.block_name = ""
     _state.sampling = False
     _state.configured = True
@@ -253,7 +255,7 @@ class Run:
             from opentelemetry import context, trace
 
             parent: Context | None = None
-            if not trace.get_current_span().get_span_context().is_valid:
+            if _state.has_traceparent and not trace.get_current_span().get_span_context().is_valid:
                 parent = _traceparent_context()
             attrs: dict[str, Any] = flatten(custom) if custom else {}
             attrs["glia.run.kind"] = self._kind
