@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, Span
 
 _MAX_BATCH = 512
+_LINGER_S = 0.2  # exit and force_flush() do not wait for it
 
 
 def to_span_data(span: ReadableSpan) -> SpanData:
@@ -93,7 +94,8 @@ class GliaSpanProcessor(SpanProcessor):
             self._pending.append(span)
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._start_thread()
-            self._cond.notify()
+            if len(self._pending) == 1 or len(self._pending) >= _MAX_BATCH:
+                self._cond.notify()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything pending now (spooling what fails)."""
@@ -155,6 +157,14 @@ class GliaSpanProcessor(SpanProcessor):
             with self._cond:
                 while not self._pending and not self._stopped:
                     self._cond.wait()
+                # Linger to gather a batch: a loop of short runs then costs a few requests, not one per run,
+                # and the exporting thread does not keep taking the GIL from the application.
+                linger_until = time.monotonic() + _LINGER_S
+                while len(self._pending) < _MAX_BATCH and not self._stopped:
+                    left = linger_until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
                 if self._stopped:
                     return
             try:
