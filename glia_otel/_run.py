@@ -107,7 +107,7 @@ def _parse_traceparent(value: str) -> tuple[int, int] | None:
 
 
 def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
-    """Fork and exec; returns (pid, fd to read with `_exec_errno` once the child has ended).
+    """Fork and exec; returns (pid, fd to read with `_exec_result` once the child has ended).
 
     The parent does not wait for the exec: joining the cgroup and exec'ing run on the child's side while glia
     prepares the run's record on its own.
@@ -119,8 +119,8 @@ def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
     if pid == 0:  # child
         try:
             os.close(read_fd)
-            if cgroup is not None:
-                _cgroup.enter(cgroup)
+            if cgroup is not None and not _cgroup.enter(cgroup):
+                os.write(write_fd, b"C")  # not in the cgroup: its figure would not be the command's
             # Python ignores SIGPIPE and SIGXFSZ; the program must get the defaults (as subprocess does).
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -137,8 +137,8 @@ def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
     return pid, read_fd
 
 
-def _exec_errno(read_fd: int) -> int | None:
-    """The errno of a failed exec the child reported, or None if the exec happened (the pipe closed empty)."""
+def _exec_result(read_fd: int) -> tuple[int | None, bool]:
+    """(errno of a failed exec or None, whether the child joined the cgroup), from what the child wrote."""
     data = b""
     while True:
         try:
@@ -149,7 +149,9 @@ def _exec_errno(read_fd: int) -> int | None:
             break
         data += chunk
     os.close(read_fd)
-    return (int(data) if data.strip().isdigit() else None) if data else None
+    joined = not data.startswith(b"C")
+    digits = data.lstrip(b"C").strip()
+    return (int(digits) if digits.isdigit() else None) if digits else None, joined
 
 
 def _tree_rss(root: int) -> int:
@@ -262,7 +264,10 @@ def main(argv: list[str]) -> int:
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
     code = exit_code_of(status)
-    exec_errno = _exec_errno(exec_fd)
+    exec_errno, joined = _exec_result(exec_fd)
+    if not joined and cgroup is not None:
+        cgroup.remove()
+        cgroup = None
     if exec_errno is not None:
         code = _exec_failed(cmd[0], exec_errno)
     io1 = read_io()
@@ -337,10 +342,14 @@ def _span_attributes(
         attrs["glia.memory.peak_rss_bytes"] = peak
         attrs["glia.memory.peak_rss_method"] = "cgroup"
         attrs["glia.memory.cgroup_version"] = cgroup.version
-    else:
+    elif sampled_peak:
         # A sampled sum can miss a short spike; the tree's peak is never below its largest process's.
         attrs["glia.memory.peak_rss_bytes"] = max(sampled_peak, child_max)
         attrs["glia.memory.peak_rss_method"] = "sampled-tree"
+    else:
+        # Over before the first sample (or no cgroup after all): the child's own exact figure is all there is.
+        attrs["glia.memory.peak_rss_bytes"] = child_max
+        attrs["glia.memory.peak_rss_method"] = "wait4"
     if io0 is not None and io1 is not None:
         # A reaped child's I/O is added to its parent's counters, so glia's own delta is the tree's.
         attrs["glia.io.read_bytes"] = max(0, io1[0] - io0[0])

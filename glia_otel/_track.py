@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import functools
 import inspect
 import os
@@ -310,23 +311,24 @@ class Run:
 class _Tracker:
     """What `track("name", **custom)` returns: a context manager (sync and async) and a decorator."""
 
-    def __init__(self, name: str | None, custom: Mapping[str, Any]) -> None:
-        self._name = name
+    def __init__(self, name: object, custom: Mapping[str, Any]) -> None:
+        self._name = None if name is None else str(name)
         self._custom = custom
-        self._runs: list[Run] = []
-
-    def _new_run(self, kind: str, default_name: str) -> Run:
-        return Run(self._name or default_name, kind)
+        # The runs this object has entered, per thread and per asyncio task: one `track(...)` object may be
+        # entered by several of them at once.
+        self._runs: contextvars.ContextVar[tuple[Run, ...]] = contextvars.ContextVar("glia_runs", default=())
 
     def __enter__(self) -> Run:
-        run = self._new_run("block", _default_block_name())
+        run = Run(self._name or _default_block_name(), "block")
         run._start(self._custom)
-        self._runs.append(run)
+        self._runs.set((*self._runs.get(), run))
         return run
 
     def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._runs:
-            self._runs.pop()._finish(exc)
+        runs = self._runs.get()
+        if runs:
+            self._runs.set(runs[:-1])
+            runs[-1]._finish(exc)
 
     async def __aenter__(self) -> Run:
         return self.__enter__()

@@ -266,3 +266,33 @@ def test_configure_again_switches_endpoint_and_spool(tmp_path: Path, receiver: R
     # stored once). Never lost.
     spooled = list((tmp_path / "spool").glob("*.pb.gz"))
     assert "first" in rows or spooled, (rows.keys(), spooled)
+
+
+def test_one_tracker_entered_by_concurrent_tasks(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    proc = run_python(
+        tmp_path,
+        """
+        import asyncio
+        import glia_otel
+
+        step = glia_otel.track("step")
+
+        async def work(i, delay):
+            async with step as run:
+                run.set(i=i)
+                await asyncio.sleep(delay)
+                if i == 1:
+                    raise ValueError("task 1 fails")
+
+        async def main():
+            results = await asyncio.gather(work(0, 0.05), work(1, 0.01), work(2, 0.03), return_exceptions=True)
+            assert isinstance(results[1], ValueError)
+
+        asyncio.run(main())
+        """,
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = sql("SELECT (attributes->>'i')::int AS i, status_code, exit_code, duration_ns FROM spans ORDER BY 1")
+    assert [(r["i"], r["status_code"], r["exit_code"]) for r in rows] == [(0, 0, 0), (1, 2, 1), (2, 0, 0)]
+    assert rows[0]["duration_ns"] >= 50_000_000 and rows[1]["duration_ns"] < 50_000_000
