@@ -47,6 +47,7 @@ _INTERPRETERS = (
     "pypy3",
 )
 
+_OS_TYPES = {"linux": "linux", "darwin": "darwin", "win32": "windows", "cygwin": "windows"}
 _os_description: str | None = None
 
 
@@ -152,7 +153,7 @@ def base_attributes() -> dict[str, AttrValue]:
         "service.instance.id": uuid4(),
         "host.name": u.nodename,
         "host.arch": host_arch(u.machine),
-        "os.type": sys.platform if sys.platform != "linux" else "linux",
+        "os.type": _OS_TYPES.get(sys.platform, sys.platform),
         "os.description": os_description(),
         "process.owner": owner(),
     }
