@@ -9,7 +9,7 @@ to the process's runs; their timestamps place them inside a run's span. `OTEL_ME
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ._config import Settings
@@ -96,11 +96,17 @@ def _start_sampling() -> None:
         instrumentor.instrument(meter_provider=provider)
         with _lock:
             _provider, _instrumentor = provider, instrumentor
+        provider.force_flush()  # a first point now, not one interval later
     except Exception as e:
         warn_once("metrics-start", "could not start process sampling: %s: %s", type(e).__name__, e)
 
 
-def _exporter(settings: Settings) -> Any:
+def _outermost_run() -> tuple[str, str] | None:
+    with _lock:
+        return _runs[0] if _runs else None
+
+
+def _exporter(settings: Settings, link: Callable[[], tuple[str, str] | None] = _outermost_run) -> Any:
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
@@ -114,7 +120,9 @@ def _exporter(settings: Settings) -> Any:
         ) -> MetricExportResult:
             try:
                 request = encode_metrics(metrics_data)
-                link_points(request)
+                ids = link()
+                if ids is not None:
+                    link_points(request, *ids)
                 body = request.SerializeToString()
                 timeout = settings.export_deadline_s if _exiting else settings.metrics_timeout_s
                 ok = deliver(settings, "metrics", body, timeout)
@@ -132,12 +140,8 @@ def _exporter(settings: Settings) -> Any:
     return GliaMetricExporter()
 
 
-def link_points(request: Any) -> None:
-    """Add `glia.trace_id`/`glia.span_id` of the outermost run in progress to every data point."""
-    with _lock:
-        if not _runs:
-            return
-        trace_id, span_id = _runs[0]
+def link_points(request: Any, trace_id: str, span_id: str) -> None:
+    """Add `glia.trace_id`/`glia.span_id` (the run the samples belong to) to every data point."""
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
     extra = [
@@ -174,3 +178,85 @@ def shutdown() -> None:
         warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
     finally:
         _exiting = False
+
+
+class CommandSampler:
+    """Samples of a `glia run` command's process tree: `process.memory.usage` (RSS summed over the tree) and
+    `process.thread.count`, linked to the command's span. Started only once the command has run one interval."""
+
+    def __init__(self, settings: Settings, resource: Mapping[str, Any], pid: int, trace_id: str, span_id: str):
+        from opentelemetry.metrics import CallbackOptions, Observation
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import Resource
+
+        self._settings = settings
+        ids = (trace_id, span_id)
+
+        def tree() -> list[Any]:
+            import psutil
+
+            try:
+                root = psutil.Process(pid)
+                return [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return []
+
+        def memory(options: CallbackOptions) -> Iterable[Observation]:
+            total = 0
+            for proc in tree():
+                try:
+                    total += proc.memory_info().rss
+                except Exception:
+                    continue
+            return [Observation(total, {"glia.scope": "tree"})] if total else []
+
+        def threads(options: CallbackOptions) -> Iterable[Observation]:
+            count = 0
+            for proc in tree():
+                try:
+                    count += proc.num_threads()
+                except Exception:
+                    continue
+            return [Observation(count, {"glia.scope": "tree"})] if count else []
+
+        reader = PeriodicExportingMetricReader(
+            _exporter(settings, lambda: ids), export_interval_millis=settings.metrics_interval_s * 1000
+        )
+        self._provider = MeterProvider(
+            resource=Resource(dict(resource)), metric_readers=[reader], shutdown_on_exit=False
+        )
+        meter = self._provider.get_meter("glia_otel.run")
+        meter.create_observable_gauge(
+            "process.memory.usage", [memory], unit="By", description="RSS summed over the command's process tree"
+        )
+        meter.create_observable_gauge(
+            "process.thread.count",
+            [threads],
+            unit="{thread}",
+            description="threads summed over the command's process tree",
+        )
+
+    def shutdown(self) -> None:
+        """Stop, exporting what was sampled within the exit deadline."""
+        global _exiting
+        _exiting = True
+        try:
+            self._provider.shutdown(timeout_millis=self._settings.export_deadline_s * 1000)
+        except Exception as e:
+            warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
+        finally:
+            _exiting = False
+
+
+def start_command_sampling(
+    settings: Settings, resource: Mapping[str, Any], pid: int, trace_id: str, span_id: str
+) -> CommandSampler | None:
+    """Start sampling a command's tree; None (and one warning) if that cannot be done."""
+    try:
+        sampler = CommandSampler(settings, resource, pid, trace_id, span_id)
+        sampler._provider.force_flush()  # a first point now, not one interval later
+        return sampler
+    except Exception as e:
+        warn_once("metrics-start", "could not start process sampling: %s: %s", type(e).__name__, e)
+        return None

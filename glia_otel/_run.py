@@ -231,8 +231,12 @@ def main(argv: list[str]) -> int:
     except Exception as e:
         print(f"glia run: could not describe the command: {type(e).__name__}: {e}", file=sys.stderr)
 
-    # Resending the spool waits until the command has run a moment: a short command never pays for it.
+    # Resending the spool waits until the command has run a moment, and sampling the tree over time until it has
+    # run one metrics interval: a short command pays for neither.
     flush_at = time.monotonic() + _FLUSH_AFTER_S
+    metrics_at = time.monotonic() + settings.metrics_interval_s if settings.metrics_enabled else float("inf")
+    samplers: list[Any] = []
+    sampler_thread = None
     sampled_peak = 0
     status, rusage = 0, None
     next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
@@ -247,7 +251,10 @@ def main(argv: list[str]) -> int:
         if now >= flush_at:
             flush_at = float("inf")
             _spool.start_background_flush(settings)
-        timeout = min(1.0, max(0.0, next_sample - now), max(0.0, flush_at - now))
+        if now >= metrics_at:
+            metrics_at = float("inf")
+            sampler_thread = _start_sampler(settings, resource, pid, trace_id, span_id, samplers)
+        timeout = min(1.0, max(0.0, next_sample - now), max(0.0, flush_at - now), max(0.0, metrics_at - now))
         info = signal.sigtimedwait(blocked, timeout)
         if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
             try:  # noqa: SIM105 - contextlib costs glia run's start-up
@@ -292,7 +299,29 @@ def main(argv: list[str]) -> int:
     finally:
         if cgroup is not None:
             cgroup.remove()
+    if sampler_thread is not None:
+        sampler_thread.join(timeout=settings.export_deadline_s)
+        for sampler in samplers:
+            sampler.shutdown()
     return code
+
+
+def _start_sampler(
+    settings: Any, resource: dict[str, Any] | None, pid: int, trace_id: int, span_id: int, out: list[Any]
+) -> Any:
+    """Start sampling the command's tree in a thread (importing the metrics SDK takes a while)."""
+    import threading
+
+    from . import _metrics
+
+    def start() -> None:
+        sampler = _metrics.start_command_sampling(settings, resource or {}, pid, f"{trace_id:032x}", f"{span_id:016x}")
+        if sampler is not None:
+            out.append(sampler)
+
+    thread = threading.Thread(target=start, name="glia-metrics-start", daemon=True)
+    thread.start()
+    return thread
 
 
 def _exec_failed(program: str, errno_: int | None) -> int:
