@@ -56,15 +56,29 @@ def wait_until(check: Callable[[], bool], timeout: float, describe: Callable[[],
         time.sleep(0.1)
 
 
-def wait_for_spans(sql: Sql, expected: int, timeout: float = 60.0, where: str = "TRUE") -> None:
-    """Wait until `spans` has `expected` rows matching `where` (a constant SQL condition)."""
+def wait_for_spans(
+    sql: Sql, expected: int, timeout: float = 60.0, where: str = "TRUE", collector: Collector | None = None
+) -> None:
+    """Wait until `spans` has `expected` rows matching `where` (a constant SQL condition).
+
+    With `collector`, a failure also quotes the batches the collector says it dropped (a non-retryable answer).
+    """
     seen = [0]
 
     def check() -> bool:
         seen[0] = sql(f"SELECT count(*) AS n FROM spans WHERE {where}")[0]["n"]
         return bool(seen[0] >= expected)
 
-    wait_until(check, timeout, lambda: f"PostgreSQL has {seen[0]} of {expected} spans")
+    def describe() -> str:
+        message = f"PostgreSQL has {seen[0]} of {expected} spans"
+        if collector is not None:
+            dropped = [line for line in collector.log(tail=10_000_000).splitlines() if "Dropping data" in line]
+            message += f"; the collector logged {len(dropped)} dropped batches" + "".join(
+                f"\n  {line[line.find('error') :]}" for line in dropped[-5:]
+            )
+        return message
+
+    wait_until(check, timeout, describe)
 
 
 def assert_exactly_once(sql: Sql, names: Sequence[str], where: str = "TRUE") -> None:

@@ -215,7 +215,7 @@ def test_a_thousand_runs_sent_while_the_receiver_is_down_arrive_exactly_once(
     time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
     assert sql("SELECT count(*) AS n FROM spans")[0]["n"] == 0
     receiver.start()
-    wait_for_spans(sql, len(names))
+    wait_for_spans(sql, len(names), collector=collector)
     time.sleep(1)  # anything duplicated or late would show now
     assert_exactly_once(sql, names)
 
@@ -250,7 +250,7 @@ def test_a_collector_restarted_with_data_in_its_queue_loses_and_duplicates_nothi
     client.runs(after)
     client.flush_all(len(after))
     receiver.start()
-    wait_for_spans(sql, len(before) + len(after))
+    wait_for_spans(sql, len(before) + len(after), collector=collector)
     time.sleep(1)
     assert_exactly_once(sql, before + after)
 
@@ -338,7 +338,7 @@ def test_postgresql_down_for_ten_seconds_under_a_steady_stream_every_run_arrives
     # the collector met the outage: its requests were refused with 503, and it waited the Retry-After it was told
     log = collector.log(tail=1_000_000)
     assert "responded with HTTP Status Code 503" in log and "Throttle (1s)" in log, log[-5000:]
-    wait_for_spans(sql, len(names) + len(stored_probes))
+    wait_for_spans(sql, len(names) + len(stored_probes), collector=collector)
     time.sleep(1)
     assert_exactly_once(sql, names + stored_probes)
 
