@@ -198,6 +198,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         except RequestError as exc:
             log.warning("%s: rejected request with %d: %s", signal.name, exc.status_code, exc.message)
             return _error_response(exc.status_code, exc.message, kind)
+        except Exception:
+            # a bug, not the client's fault nor a transient one: say so in the OTLP shape, with the details in our log
+            log.exception("%s: internal error", signal.name)
+            return _error_response(500, "internal error in the glia receiver; see its log", kind)
         rejected = decoded.rejected + rows.rejected + result.rejected
         errors = decoded.errors + rows.errors + (result.errors or [])
         if rejected:

@@ -113,13 +113,17 @@ class Store:
             async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
                 yield conn
         except TimeoutError:
-            raise Unavailable("database pool is saturated: every connection is busy") from None
-        except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
+            raise Unavailable("database did not answer in time: every pooled connection is busy") from None
+        except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.CannotConnectNowError) as exc:
+            # InternalClientError: the server went away in the middle of a transaction
             raise Unavailable(f"database is unreachable: {_describe(exc)}") from None
         except asyncpg.PostgresError as exc:
-            if (exc.sqlstate or "").startswith(_RETRYABLE_CLASSES):
-                raise Unavailable(f"database is unavailable: {_describe(exc)}") from None
-            raise
+            # Row-content errors are handled where the rows are written; anything else reaching here (shutdown,
+            # out of resources, a schema being migrated) is worth retrying: a 5xx other than 503 would make the
+            # Collector drop the batch.
+            if not (exc.sqlstate or "").startswith(_RETRYABLE_CLASSES):
+                log.error("unexpected database error, answering 503 so the client retries: %s", _describe(exc))
+            raise Unavailable(f"database is unavailable: {_describe(exc)}") from None
 
     async def _write(self, table: Table, rows: Rows) -> WriteResult:
         if not rows.rows:
