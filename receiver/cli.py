@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,39 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def _database_options(parser: argparse.ArgumentParser) -> None:
+def database_options(parser: argparse.ArgumentParser) -> None:
+    """Add --database-url and --data-dir, which every command that opens the database takes."""
     parser.add_argument(
         "--database-url",
         help="PostgreSQL URL (default: $GLIA_DATABASE_URL, else the embedded PostgreSQL in --data-dir)",
     )
     parser.add_argument("--data-dir", type=Path, help="where the embedded PostgreSQL keeps its data")
+
+
+@contextlib.contextmanager
+def database(settings: Settings, *, migrate: bool) -> Iterator[str]:
+    """The database URL for a command: the configured one, or the embedded PostgreSQL.
+
+    An embedded PostgreSQL that was not running is started for the command and stopped after it; with `migrate`,
+    its schema is brought to head first.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from .embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(settings.data_dir)
+    was_running = embedded.running()
+    url = embedded.start()
+    try:
+        if migrate:
+            from .migrate import upgrade
+
+            upgrade(url)
+        yield url
+    finally:
+        if not was_running:
+            embedded.stop()
 
 
 def _embedded_url(settings: Settings) -> tuple[Any, str]:
@@ -50,7 +78,7 @@ def serve_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="glia serve", description=serve_main.__doc__)
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 4318, the OTLP/HTTP port)")
-    _database_options(parser)
+    database_options(parser)
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
     settings = _settings(args)
@@ -127,7 +155,7 @@ def _banner(settings: Settings, url: str, embedded: bool) -> None:
 def migrate_main(argv: list[str]) -> int:
     """Bring the database schema to the newest revision (or to --revision, or down with --downgrade)."""
     parser = argparse.ArgumentParser(prog="glia migrate", description=migrate_main.__doc__)
-    _database_options(parser)
+    database_options(parser)
     parser.add_argument("--revision", default="head", help="revision to upgrade to (default: head)")
     parser.add_argument("--downgrade", metavar="REVISION", help="roll back to REVISION ('base' removes everything)")
     args = parser.parse_args(argv)
@@ -136,28 +164,15 @@ def migrate_main(argv: list[str]) -> int:
 
     from .migrate import downgrade, upgrade
 
-    embedded = None
     try:
-        if settings.database_url:
-            url = settings.database_url
-        else:
-            from .embedded import EmbeddedPostgres
-
-            embedded = EmbeddedPostgres(settings.data_dir)
-            was_running = embedded.running()
-            url = embedded.start()
-            if was_running:
-                embedded = None  # someone else's server: leave it running
-        if args.downgrade:
-            downgrade(url, args.downgrade)
-            print(f"glia migrate: downgraded to {args.downgrade}")
-        else:
-            upgrade(url, args.revision)
-            print(f"glia migrate: database is at {args.revision}")
+        with database(settings, migrate=False) as url:
+            if args.downgrade:
+                downgrade(url, args.downgrade)
+                print(f"glia migrate: downgraded to {args.downgrade}")
+            else:
+                upgrade(url, args.revision)
+                print(f"glia migrate: database is at {args.revision}")
         return 0
     except (GliaError, OSError) as exc:
         print(f"glia migrate: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if embedded is not None:
-            embedded.stop()

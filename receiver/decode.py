@@ -79,27 +79,34 @@ def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
 
 
 @dataclass
-class ScopeSpans:
+class ScopeItems(Generic[T]):
+    """The spans (or metrics) of one instrumentation scope."""
+
     scope: InstrumentationScope
-    spans: list[Span]
+    items: list[T]
 
 
 @dataclass
-class ResourceSpans:
+class ResourceItems(Generic[T]):
+    """The scopes of one resource."""
+
     resource: Resource
-    scopes: list[ScopeSpans]
+    scopes: list[ScopeItems[T]]
 
 
-@dataclass
-class ScopeMetrics:
-    scope: InstrumentationScope
-    metrics: list[Metric]
+ResourceSpans = ResourceItems[Span]
+ResourceMetrics = ResourceItems[Metric]
 
 
-@dataclass
-class ResourceMetrics:
-    resource: Resource
-    scopes: list[ScopeMetrics]
+@dataclass(frozen=True)
+class _Shape:
+    """The OTLP/JSON names of one signal's nesting, and how to decode one item."""
+
+    resources: tuple[str, str]
+    scopes: tuple[str, str]
+    items: tuple[str, str]
+    decode_item: Callable[[Any], Any]
+    count_item: Callable[[Any], int]
 
 
 @dataclass
@@ -124,30 +131,37 @@ def decode_traces(body: bytes, kind: str) -> Decoded[ResourceSpans]:
         request = _parse_protobuf(ExportTraceServiceRequest, body)
         return Decoded(
             items=[
-                ResourceSpans(rs.resource, [ScopeSpans(ss.scope, list(ss.spans)) for ss in rs.scope_spans])
+                ResourceItems(rs.resource, [ScopeItems(ss.scope, list(ss.spans)) for ss in rs.scope_spans])
                 for rs in request.resource_spans
             ]
         )
-    out: Decoded[ResourceSpans] = Decoded()
-    for i, rs in enumerate(_json_list(_json_object(body), "resourceSpans", "resource_spans", "request")):
-        where = f"resourceSpans[{i}]"
-        if not isinstance(rs, dict):
+    return _decode_json(body, _TRACES)
+
+
+def _decode_json(body: bytes, shape: _Shape) -> Decoded[Any]:
+    """Walk resources -> scopes -> items; a bad item is rejected alone, a bad structure fails the request."""
+    out: Decoded[Any] = Decoded()
+    for i, resource in enumerate(_json_list(_json_object(body), *shape.resources, "request")):
+        where = f"{shape.resources[0]}[{i}]"
+        if not isinstance(resource, dict):
             raise BadRequest(f"{where} is not an object")
-        resource = _json_message(Resource, _field(rs, "resource", "resource") or {}, f"{where}.resource")
+        message = _json_message(Resource, _field(resource, "resource", "resource") or {}, f"{where}.resource")
         scopes = []
-        for j, ss in enumerate(_json_list(rs, "scopeSpans", "scope_spans", where)):
-            swhere = f"{where}.scopeSpans[{j}]"
-            if not isinstance(ss, dict):
+        for j, scope in enumerate(_json_list(resource, *shape.scopes, where)):
+            swhere = f"{where}.{shape.scopes[0]}[{j}]"
+            if not isinstance(scope, dict):
                 raise BadRequest(f"{swhere} is not an object")
-            scope = _json_message(InstrumentationScope, _field(ss, "scope", "scope") or {}, f"{swhere}.scope")
-            spans = []
-            for k, span in enumerate(_json_list(ss, "spans", "spans", swhere)):
+            scope_message = _json_message(
+                InstrumentationScope, _field(scope, "scope", "scope") or {}, f"{swhere}.scope"
+            )
+            items = []
+            for k, item in enumerate(_json_list(scope, *shape.items, swhere)):
                 try:
-                    spans.append(_json_span(span))
+                    items.append(shape.decode_item(item))
                 except BadRequest as exc:
-                    out.reject(1, f"{swhere}.spans[{k}]: {exc.message}")
-            scopes.append(ScopeSpans(scope, spans))
-        out.items.append(ResourceSpans(resource, scopes))
+                    out.reject(shape.count_item(item), f"{swhere}.{shape.items[0]}[{k}]: {exc.message}")
+            scopes.append(ScopeItems(scope_message, items))
+        out.items.append(ResourceItems(message, scopes))
     return out
 
 
@@ -182,31 +196,11 @@ def decode_metrics(body: bytes, kind: str) -> Decoded[ResourceMetrics]:
         request = _parse_protobuf(ExportMetricsServiceRequest, body)
         return Decoded(
             items=[
-                ResourceMetrics(rm.resource, [ScopeMetrics(sm.scope, list(sm.metrics)) for sm in rm.scope_metrics])
+                ResourceItems(rm.resource, [ScopeItems(sm.scope, list(sm.metrics)) for sm in rm.scope_metrics])
                 for rm in request.resource_metrics
             ]
         )
-    out: Decoded[ResourceMetrics] = Decoded()
-    for i, rm in enumerate(_json_list(_json_object(body), "resourceMetrics", "resource_metrics", "request")):
-        where = f"resourceMetrics[{i}]"
-        if not isinstance(rm, dict):
-            raise BadRequest(f"{where} is not an object")
-        resource = _json_message(Resource, _field(rm, "resource", "resource") or {}, f"{where}.resource")
-        scopes = []
-        for j, sm in enumerate(_json_list(rm, "scopeMetrics", "scope_metrics", where)):
-            swhere = f"{where}.scopeMetrics[{j}]"
-            if not isinstance(sm, dict):
-                raise BadRequest(f"{swhere} is not an object")
-            scope = _json_message(InstrumentationScope, _field(sm, "scope", "scope") or {}, f"{swhere}.scope")
-            metrics = []
-            for k, metric in enumerate(_json_list(sm, "metrics", "metrics", swhere)):
-                try:
-                    metrics.append(_json_metric(metric))
-                except BadRequest as exc:
-                    out.reject(_count_points(metric), f"{swhere}.metrics[{k}]: {exc.message}")
-            scopes.append(ScopeMetrics(scope, metrics))
-        out.items.append(ResourceMetrics(resource, scopes))
-    return out
+    return _decode_json(body, _METRICS)
 
 
 _METRIC_KINDS = (
@@ -341,3 +335,15 @@ def _json_message(cls: Callable[[], M], value: Any, where: str) -> M:
         prefix = f"{where}: " if where else ""
         raise BadRequest(f"{prefix}{exc}") from None
     return message
+
+
+_TRACES = _Shape(
+    ("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans", "spans"), _json_span, lambda _: 1
+)
+_METRICS = _Shape(
+    ("resourceMetrics", "resource_metrics"),
+    ("scopeMetrics", "scope_metrics"),
+    ("metrics", "metrics"),
+    _json_metric,
+    _count_points,
+)

@@ -289,7 +289,7 @@ def span_rows(batches: list[ResourceSpans], limits: Limits, now_ns: int) -> Rows
         for s, ss in enumerate(rs.scopes):
             scope_name = _clean(ss.scope.name) or None
             scope_version = _clean(ss.scope.version) or None
-            for n, span in enumerate(ss.spans):
+            for n, span in enumerate(ss.items):
                 problem = _span_problem(span, earliest, latest)
                 if problem:
                     out.rejected += 1
@@ -397,7 +397,7 @@ def metric_rows(batches: list[ResourceMetrics], limits: Limits, now_ns: int) -> 
         resource_all = _dumps(full_resource)
         for sm in rm.scopes:
             scope_name = _clean(sm.scope.name) or None
-            for metric in sm.metrics:
+            for metric in sm.items:
                 for point_row in _metric_points(metric, limits):
                     time_ns = point_row["time_unix_nano"]
                     if not earliest <= time_ns <= latest:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from .cli import database, database_options
 from .errors import GliaError
 from .settings import Settings
 
@@ -46,31 +47,12 @@ CSV_COLUMNS = [
 # --- database -----------------------------------------------------------------------------------------------------
 
 
-def _database_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", help="PostgreSQL URL (default: $GLIA_DATABASE_URL, else the embedded one)")
-    parser.add_argument("--data-dir", type=Path, help="the embedded PostgreSQL's data directory")
-
-
 @contextmanager
 def _database(args: argparse.Namespace) -> Iterator[str]:
-    """The database URL to read, starting (and afterwards stopping) the embedded PostgreSQL when it is the one."""
+    """The database URL to read (the embedded PostgreSQL is started, migrated and stopped around the command)."""
     overrides = {k: v for k, v in (("database_url", args.database_url), ("data_dir", args.data_dir)) if v is not None}
-    settings = Settings(**overrides)
-    if settings.database_url:
-        yield settings.database_url
-        return
-    from .embedded import EmbeddedPostgres
-    from .migrate import upgrade
-
-    embedded = EmbeddedPostgres(settings.data_dir)
-    was_running = embedded.running()
-    url = embedded.start()
-    try:
-        upgrade(url)
+    with database(Settings(**overrides), migrate=True) as url:
         yield url
-    finally:
-        if not was_running:
-            embedded.stop()
 
 
 def _run(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -199,7 +181,7 @@ def runs_main(argv: list[str]) -> int:
     parser.add_argument("--limit", type=int, default=50, help="runs per page (1-500, default 50)")
     parser.add_argument("--cursor", help="the next-page cursor printed by the previous call")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    _database_options(parser)
+    database_options(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.limit <= 500:
         parser.error("--limit must be between 1 and 500")
@@ -272,7 +254,7 @@ def show_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="glia show", description=show_main.__doc__)
     parser.add_argument("run_id", metavar="RUN_ID", help="the run's id (16 hex digits, from 'glia runs')")
     parser.add_argument("--format", choices=["text", "json"], default="text")
-    _database_options(parser)
+    database_options(parser)
     args = parser.parse_args(argv)
     import re
 
@@ -320,7 +302,7 @@ def keys_main(argv: list[str]) -> int:
     revoke = sub.add_parser("revoke", help="revoke a key by name or id")
     revoke.add_argument("key", metavar="NAME_OR_ID")
     for p in (create, listing, revoke):
-        _database_options(p)
+        database_options(p)
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -375,7 +357,7 @@ def retention_main(argv: list[str]) -> int:
     what.add_argument("--clear-policy", action="store_true", help="remove the stored policy")
     parser.add_argument("--archive", type=Path, metavar="DIR", help="write each partition to DIR/NAME.csv.gz first")
     parser.add_argument("--dry-run", action="store_true", help="only list what --older-than would drop")
-    _database_options(parser)
+    database_options(parser)
     args = parser.parse_args(argv)
 
     def body() -> int:

@@ -57,7 +57,7 @@ def _json(spans: list[object]) -> bytes:
 def test_json_ids_are_hex_and_become_bytes() -> None:
     span = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "x"}
     decoded = decode.decode_traces(_json([span]), decode.JSON)
-    (got,) = decoded.items[0].scopes[0].spans
+    (got,) = decoded.items[0].scopes[0].items
     assert got.trace_id.hex() == span["traceId"] and got.span_id.hex() == span["spanId"]
     assert decoded.rejected == 0
 
@@ -138,7 +138,7 @@ def _rows(*spans: Span) -> flatten.Rows:
     from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
     from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-    batch = decode.ResourceSpans(Resource(), [decode.ScopeSpans(InstrumentationScope(), list(spans))])
+    batch = decode.ResourceItems(Resource(), [decode.ScopeItems(InstrumentationScope(), list(spans))])
     return flatten.span_rows([batch], flatten.Limits(), NOW)
 
 
