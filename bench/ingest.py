@@ -66,8 +66,8 @@ def make_batches(total: int, batch: int, seed: int) -> list[bytes]:
     return bodies
 
 
-async def copy_baseline(url: str, bodies: list[bytes]) -> tuple[int, float]:
-    """COPY the same rows straight into spans; returns (rows, seconds) for the COPY alone."""
+async def copy_baseline(url: str, bodies: list[bytes], table: str = "spans") -> tuple[int, float]:
+    """COPY the same rows straight into `table`; returns (rows, seconds) for the COPY alone."""
     rows: list[tuple[object, ...]] = []
     months: set[object] = set()
     for body in bodies:
@@ -81,9 +81,9 @@ async def copy_baseline(url: str, bodies: list[bytes]) -> tuple[int, float]:
             await conn.execute("SELECT glia_ensure_partition('spans', $1)", month)
         started = time.perf_counter()
         for i in range(0, len(rows), 8192):
-            await conn.copy_records_to_table("spans", records=rows[i : i + 8192], columns=flatten.SPAN_COLUMNS)
+            await conn.copy_records_to_table(table, records=rows[i : i + 8192], columns=flatten.SPAN_COLUMNS)
         seconds = time.perf_counter() - started
-        await conn.execute("TRUNCATE spans")
+        await conn.execute(f"TRUNCATE {table}")  # our own table name, not input
     finally:
         await conn.close()
     return len(rows), seconds
@@ -158,6 +158,10 @@ def main() -> None:
         )
         print(header)
         print("-" * len(header))
+        # context: the same COPY into a plain table with no index and no partitions
+        asyncio.run(_plain_table(url))
+        rows, plain_seconds = asyncio.run(copy_baseline(url, make_batches(args.spans, 8192, seed=1), "spans_plain"))
+        print(f"{'asyncpg COPY, unindexed table':<34}{rows / plain_seconds:>10,.0f}   (context, not the baseline)")
         for batch in batches:
             bodies = make_batches(args.spans, batch, seed=batch)
             rows, copy_seconds = asyncio.run(copy_baseline(url, bodies))
@@ -197,6 +201,14 @@ def main() -> None:
     finally:
         pg.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _plain_table(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS spans_plain (LIKE spans INCLUDING DEFAULTS)")
+    finally:
+        await conn.close()
 
 
 async def _count(url: str) -> int:
