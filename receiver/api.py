@@ -11,7 +11,6 @@ import binascii
 import contextlib
 import enum
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -25,15 +24,15 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from . import auth, queries
+from . import auth, queries, store
 
 PAGE_DIR = Path(__file__).parent / "page"
 PAGE_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 RUN_ID_PATTERN = r"^[0-9a-fA-F]{16}$"
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_RETRYABLE_CLASSES = ("08", "53", "57", "40")
 MAX_LIMIT = 500
+DATA_EXCEPTION = "22"  # SQLSTATE class: a value PostgreSQL cannot take, answered 422 on /api
 
 
 class Sort(enum.StrEnum):
@@ -105,9 +104,18 @@ def parse_when(text: str, param: str, now: datetime | None = None) -> datetime:
             param,
             f"{text!r} is neither an ISO 8601 time (2026-11-01T12:00:00Z) nor an age (7d, 12h, 30m, 2w)",
         ) from None
+    return _utc(value, param, text)
+
+
+def _utc(value: datetime, param: str, text: str) -> datetime:
+    """`value` in UTC (a time without zone is taken as UTC); InvalidQuery when UTC cannot hold it."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)  # a time without zone is taken as UTC
-    return value
+        value = value.replace(tzinfo=UTC)
+    try:
+        # 9999-12-31T23:59:59-14:00 is past the last representable UTC time: asyncpg would fail to encode it
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidQuery(param, f"{text!r} is out of range (years 1 to 9999 in UTC)") from None
 
 
 def parse_attrs(items: list[str]) -> dict[str, Any] | None:
@@ -152,10 +160,22 @@ class RunFilter:
             value = getattr(self, f.name)
             if isinstance(value, str) and "\x00" in value:
                 raise InvalidQuery(f.name, "must not contain NUL characters")
-        if self.attrs and "\x00" in orjson.dumps(self.attrs).decode():
+        if self.attrs and _has_nul(self.attrs):
+            # checked on the parsed values: the JSON text spells a NUL as \u0000, which jsonb refuses
             raise InvalidQuery("attr", "must not contain NUL characters")
         if self.since and self.until and self.since >= self.until:
             raise InvalidQuery("until", "must be later than since")
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL character is in `value`, its keys or anything nested in it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def encode_cursor(sort: Sort, row: dict[str, Any]) -> str:
@@ -177,7 +197,7 @@ def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, str, str]:
         if not isinstance(trace_id, str) or not isinstance(run_id, str) or "\x00" in trace_id + run_id:
             raise ValueError
         if _SORT_SQL[sort.value.lstrip("-")].cursor_type == "timestamptz":
-            value = datetime.fromisoformat(value)
+            value = _utc(datetime.fromisoformat(value), "cursor", str(value))
         elif not isinstance(value, int | float) or isinstance(value, bool):
             raise ValueError
         return value, trace_id, run_id
@@ -369,22 +389,12 @@ def _invalid(exc: InvalidQuery) -> HTTPException:
     return HTTPException(422, [{"loc": ["query", exc.param], "msg": exc.message, "type": "value_error"}])
 
 
-@contextlib.asynccontextmanager
-async def _connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection; a database that is away or busy is 503 with Retry-After, as on ingest."""
-    retry = {"Retry-After": str(request.app.state.settings.retry_after_seconds)}
-    pool: asyncpg.Pool = request.app.state.pool
-    try:
-        async with pool.acquire(timeout=request.app.state.settings.pool_acquire_timeout) as conn:
-            yield conn
-    except TimeoutError:
-        raise HTTPException(503, "database pool is saturated: every connection is busy", retry) from None
-    except (OSError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError) as exc:
-        raise HTTPException(503, f"database is unreachable: {type(exc).__name__}", retry) from None
-    except asyncpg.PostgresError as exc:
-        if (exc.sqlstate or "").startswith(_RETRYABLE_CLASSES):
-            raise HTTPException(503, f"database is unavailable: {exc}", retry) from None
-        raise
+def _connection(request: Request) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+    """A pooled connection. A database that is away or busy raises `Unavailable` (503 + Retry-After, as on ingest);
+    a data exception (SQLSTATE class 22) is left to the app's handler, which answers 422."""
+    return store.connection(
+        request.app.state.pool, request.app.state.settings.pool_acquire_timeout, passthrough=(DATA_EXCEPTION,)
+    )
 
 
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {

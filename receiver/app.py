@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -152,7 +153,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             raise
         app.state.store = store
         app.state.pool = pool
-        app.state.keys = auth.KeyCache(pool, ttl=settings.key_cache_seconds)
+        app.state.keys = auth.KeyCache(
+            pool, ttl=settings.key_cache_seconds, acquire_timeout=settings.pool_acquire_timeout
+        )
         await _log_auth_mode(app.state.keys)
         maintenance = asyncio.create_task(_maintain_partitions(store))
         retention_task = asyncio.create_task(retention.run_daily(pool, settings.retention_check_seconds))
@@ -170,13 +173,32 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.settings = settings
     app.include_router(api.router)
 
+    def error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+        if request.url.path.startswith("/v1/"):  # OTLP: a google.rpc.Status in the request's content type
+            kind = decode.PROTOBUF if "protobuf" in request.headers.get("content-type", "") else decode.JSON
+            return _error_response(status, message, kind, headers)
+        return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
     @app.exception_handler(auth.AuthError)
     async def auth_failed(request: Request, exc: auth.AuthError) -> Response:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        if request.url.path.startswith("/v1/"):  # OTLP: a google.rpc.Status in the request's content type
-            kind = decode.PROTOBUF if "protobuf" in request.headers.get("content-type", "") else decode.JSON
-            return _error_response(exc.status_code, exc.message, kind, headers)
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+        return error(request, exc.status_code, exc.message, headers)
+
+    # Raised by store.connection (the one place driver errors are translated) anywhere outside the ingest pipeline,
+    # which answers its own: the query API, the key cache behind every authenticated request.
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable) -> Response:
+        log.warning("%s: 503 %s", request.url.path, exc.message)
+        return error(request, 503, exc.message, retry_after)
+
+    # A value PostgreSQL cannot take (SQLSTATE class 22); the query API lets these through store.connection.
+    @app.exception_handler(asyncpg.DataError)
+    async def data_error(request: Request, exc: asyncpg.DataError) -> Response:
+        if request.url.path.startswith("/api/"):
+            detail = [{"loc": ["query"], "msg": f"PostgreSQL refused a value: {exc}", "type": "value_error"}]
+            return JSONResponse({"detail": detail}, status_code=422)
+        log.error("%s: unexpected database data error: %s", request.url.path, exc)
+        return error(request, 500, "internal error in the glia receiver; see its log")
 
     ingest_auth = [Depends(auth.require("ingest"))]
 

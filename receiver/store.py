@@ -1,8 +1,9 @@
 """Rows -> PostgreSQL: one transaction per request, COPY into a staging table, then an idempotent upsert.
 
-Driver errors are translated here and nowhere else: anything that says the database is away or busy becomes
-`Unavailable` (503 + Retry-After, the client retries); a row PostgreSQL refuses for its content is retried alone
-and, if it still fails, rejected with PostgreSQL's message while the rest of the batch is stored.
+Driver errors are translated here and nowhere else (`connection`, which the query API and the key cache use too):
+anything that says the database is away or busy becomes `Unavailable` (503 + Retry-After, the client retries); a
+row PostgreSQL refuses for its content is retried alone and, if it still fails, rejected with PostgreSQL's message
+while the rest of the batch is stored.
 """
 
 from __future__ import annotations
@@ -30,6 +31,36 @@ _RETRYABLE_CLASSES = ("08", "53", "57", "40")
 # (an index row too large).
 _ROW_CLASSES = ("22", "23", "54")
 _NO_PARTITION = "no partition of relation"
+
+
+@contextlib.asynccontextmanager
+async def connection(
+    pool: asyncpg.Pool, acquire_timeout: float, *, passthrough: tuple[str, ...] = ()
+) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection, with every driver error raised inside translated to the receiver's own: the one place
+    that decides what "the database is away or busy" (`Unavailable`, 503 + Retry-After) means.
+
+    Errors whose SQLSTATE class is in `passthrough` are re-raised as they are for the caller's handler: the query
+    API passes "22" (data exceptions, including a query argument asyncpg cannot encode), which it answers with 422.
+    """
+    try:
+        async with pool.acquire(timeout=acquire_timeout) as conn:
+            yield conn
+    except TimeoutError:
+        raise Unavailable("database did not answer in time: every pooled connection is busy") from None
+    except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.CannotConnectNowError) as exc:
+        # InternalClientError: the server went away in the middle of a transaction
+        raise Unavailable(f"database is unreachable: {_describe(exc)}") from None
+    except asyncpg.PostgresError as exc:
+        sqlstate = exc.sqlstate or ""
+        if passthrough and sqlstate.startswith(passthrough):
+            raise
+        # Row-content errors are handled where the rows are written; anything else reaching here (shutdown,
+        # out of resources, a schema being migrated) is worth retrying: a 5xx other than 503 would make the
+        # Collector drop the batch.
+        if not sqlstate.startswith(_RETRYABLE_CLASSES):
+            log.error("unexpected database error, answering 503 so the client retries: %s", _describe(exc))
+        raise Unavailable(f"database is unavailable: {_describe(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -106,24 +137,8 @@ class Store:
 
     # --- internals -----------------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, with every driver error translated to the receiver's own."""
-        try:
-            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
-                yield conn
-        except TimeoutError:
-            raise Unavailable("database did not answer in time: every pooled connection is busy") from None
-        except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.CannotConnectNowError) as exc:
-            # InternalClientError: the server went away in the middle of a transaction
-            raise Unavailable(f"database is unreachable: {_describe(exc)}") from None
-        except asyncpg.PostgresError as exc:
-            # Row-content errors are handled where the rows are written; anything else reaching here (shutdown,
-            # out of resources, a schema being migrated) is worth retrying: a 5xx other than 503 would make the
-            # Collector drop the batch.
-            if not (exc.sqlstate or "").startswith(_RETRYABLE_CLASSES):
-                log.error("unexpected database error, answering 503 so the client retries: %s", _describe(exc))
-            raise Unavailable(f"database is unavailable: {_describe(exc)}") from None
+    def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return connection(self._pool, self._acquire_timeout)
 
     async def _write(self, table: Table, rows: Rows) -> WriteResult:
         if not rows.rows:

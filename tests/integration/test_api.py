@@ -4,16 +4,20 @@ schemathesis run over the OpenAPI schema."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from glia_otel._cli import main
+from receiver import api
 from receiver.queries import parse
 from tests.conftest import REPO, ReceiverServer
 
@@ -109,12 +113,29 @@ def test_filters_select_the_right_runs(seeded: httpx.Client) -> None:
     assert runs(program="prog-07", status="error") == {i for i in every if i % 50 == 7 and expected(i)["exit_code"]}
 
 
-def test_keyset_pages_cover_everything_once(seeded: httpx.Client) -> None:
-    for sort in ("-started_at", "started_at", "-peak_rss_bytes", "wall_seconds", "-cpu_seconds"):
+def test_keyset_pages_cover_everything_once(seeded: httpx.Client, sql: Sql) -> None:
+    # ties in every sort key, and runs without CPU or memory figures (sorted as -1): pages must neither skip nor
+    # repeat a run where the sort value does not change from one page to the next
+    tied = [run_id(i) for i in range(10, 50)]
+    sql(
+        "UPDATE spans SET start_time = (SELECT start_time FROM spans WHERE span_id = $2), duration_ns = 60e9,"
+        " peak_rss_bytes = 512 * 1048576 WHERE span_id = ANY($1::text[])",
+        tied[:20],
+        tied[0],
+    )
+    sql(
+        "UPDATE spans SET cpu_user_seconds = NULL, cpu_system_seconds = NULL, peak_rss_bytes = NULL"
+        " WHERE span_id = ANY($1::text[])",
+        tied[20:],
+    )
+    for sort in ("-started_at", "started_at", "-peak_rss_bytes", "peak_rss_bytes", "wall_seconds", "-cpu_seconds",
+                 "cpu_seconds"):  # fmt: skip
+        whole = seeded.get("/api/runs", params={"limit": 500, "sort": sort}).json()
+        assert whole["next_cursor"] is None and len(whole["runs"]) == N, sort
         seen: list[str] = []
         cursor = None
         while True:
-            params: dict[str, Any] = {"limit": 17, "sort": sort}
+            params: dict[str, Any] = {"limit": 7, "sort": sort}
             if cursor:
                 params["cursor"] = cursor
             page = seeded.get("/api/runs", params=params).json()
@@ -122,10 +143,16 @@ def test_keyset_pages_cover_everything_once(seeded: httpx.Client) -> None:
             cursor = page["next_cursor"]
             if not cursor:
                 break
-        assert len(seen) == N == len(set(seen)), sort
+        assert seen == ids(whole), sort
+        key = sort.lstrip("-")
+        values = [-1 if r[key] is None else r[key] for r in whole["runs"]]
+        assert values == sorted(values, reverse=sort.startswith("-")), sort
+    by_wall = seeded.get("/api/runs", params={"sort": "wall_seconds", "limit": 500}).json()["runs"]
+    assert sum(r["wall_seconds"] == 60.0 for r in by_wall) >= 20
+    assert sum(r["cpu_seconds"] is None for r in by_wall) == 20
     by_memory = seeded.get("/api/runs", params={"sort": "-peak_rss_bytes", "limit": 3}).json()["runs"]
-    top = sorted(range(1, N + 1), key=lambda i: -expected(i)["peak_rss_bytes"])[:3]
-    assert [r["peak_rss_bytes"] for r in by_memory] == [expected(i)["peak_rss_bytes"] for i in top]
+    top = sorted((i for i in range(1, N + 1) if run_id(i) not in tied), key=lambda i: -expected(i)["peak_rss_bytes"])
+    assert [r["peak_rss_bytes"] for r in by_memory] == [expected(i)["peak_rss_bytes"] for i in top[:3]]
 
 
 def test_one_run_with_children_and_metrics(seeded: httpx.Client, sql: Sql) -> None:
@@ -189,6 +216,65 @@ def test_not_found_and_validation_messages(seeded: httpx.Client) -> None:
     cursor = seeded.get("/api/runs", params={"limit": 1}).json()["next_cursor"]
     assert "sort=-started_at" in problem(cursor=cursor, sort="wall_seconds")["msg"]
     assert problem(user="a\x00b")["loc"] == ["query", "user"]
+
+
+def cursor_for(sort: str, value: Any) -> str:
+    raw = orjson.dumps([sort, value, "0" * 32, "0" * 16])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_values_postgresql_cannot_take_are_422_naming_the_parameter(seeded: httpx.Client) -> None:
+    def problem(**params: Any) -> dict[str, Any]:
+        response = seeded.get("/api/runs", params=params)
+        assert response.status_code == 422, (params, response.text)
+        detail: dict[str, Any] = response.json()["detail"][0]
+        return detail
+
+    # a NUL in a key, in a plain value, or in a JSON string value (which JSON text spells \u0000)
+    for attr in ("a\x00b=1", "sample=S\x001", 'sample="S\\u00001"'):
+        found = problem(attr=attr)
+        assert found["loc"] == ["query", "attr"] and "NUL" in found["msg"], attr
+    # times that are valid ISO 8601 but outside what UTC (and so asyncpg) can hold
+    for param in ("since", "until"):
+        for text in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):
+            found = problem(**{param: text})
+            assert found["loc"] == ["query", param] and "out of range" in found["msg"], (param, text)
+    for sort in ("-started_at", "started_at"):
+        found = problem(sort=sort, cursor=cursor_for(sort, "9999-12-31T23:59:59-14:00"))
+        assert found["loc"] == ["query", "cursor"] and "out of range" in found["msg"]
+    # ... and the same filters with values in range still work
+    page = seeded.get("/api/runs", params={"attr": "pipeline=wgs", "since": "0001-01-02T00:00:00+14:00"}).json()
+    assert {r["attributes"]["pipeline"] for r in page["runs"]} == {"wgs"} and len(page["runs"]) == N // 4
+
+
+def test_a_data_error_from_postgresql_is_422(seeded: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # without the check, PostgreSQL refuses the \u0000 in the jsonb parameter (SQLSTATE 22P05): the app's handler
+    # answers 422, not 500
+    monkeypatch.setattr(api.RunFilter, "check", lambda self: None)
+    response = seeded.get("/api/runs", params={"attr": "sample=S\x001"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query"] and "PostgreSQL" in response.json()["detail"][0]["msg"]
+
+
+def test_a_database_error_is_503_with_retry_after(seeded: httpx.Client, sql: Sql) -> None:
+    # a schema being changed under the receiver (not a transient SQLSTATE class) is still worth a retry
+    sql("ALTER VIEW runs RENAME TO runs_moved")
+    response = seeded.get("/api/runs")
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert "UndefinedTable" in response.json()["detail"]
+    sql("ALTER VIEW runs_moved RENAME TO runs")
+    assert len(seeded.get("/api/runs", params={"limit": 500}).json()["runs"]) == N
+
+
+def test_glia_runs_reports_an_out_of_range_time(database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    seed_runs(database_url, n=3, months=1)
+    assert main(["runs", "--since", "9999-12-31T23:59:59-14:00", "--database-url", database_url]) == 2
+    err = capsys.readouterr().err
+    assert "glia runs: --since:" in err and "out of range" in err and "Traceback" not in err
+    assert main(["runs", "--attr", "sample=S\x001", "--database-url", database_url]) == 2
+    assert "attr: must not contain NUL" in capsys.readouterr().err
+    assert main(["runs", "--format", "json", "--database-url", database_url]) == 0
+    assert len(orjson.loads(capsys.readouterr().out)) == 3
 
 
 def test_openapi_documents_the_api(seeded: httpx.Client) -> None:
