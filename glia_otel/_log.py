@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import _thread
+import os
 import sys
 
 TYPE_CHECKING = False
@@ -14,6 +15,14 @@ if TYPE_CHECKING:
 
 _seen: set[str] = set()
 _lock = _thread.allocate_lock()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = _thread.allocate_lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_logger() -> logging.Logger:

@@ -24,6 +24,15 @@ _lock = _thread.allocate_lock()
 _active: list[BlockUsage] = []
 
 
+def _after_fork_in_child() -> None:
+    # A thread of the parent may have held the lock at the fork; that thread does not exist in the child.
+    global _lock
+    _lock = _thread.allocate_lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _ProcFiles:
     """This process's /proc files, opened once and re-read with `pread`: an `open` of a /proc file costs more than
     the rest of a block's bookkeeping. Reopened after a fork, since `self` was resolved at open time."""

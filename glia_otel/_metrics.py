@@ -8,6 +8,7 @@ to the process's runs; their timestamps place them inside a run's span. `OTEL_ME
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -34,6 +35,20 @@ _instrumentor: Any = None
 _exiting = False
 # (trace id, span id) of the runs in progress, oldest first: points are linked to the outermost one.
 _runs: list[tuple[str, str]] = []
+
+
+def _after_fork_in_child() -> None:
+    """Fresh lock, no timer thread, and the child's own pid and instance id on its samples."""
+    global _lock, _timer, _resource
+    _lock = threading.Lock()
+    _timer = None
+    if _resource:
+        from ._resource import with_own_identity
+
+        _resource = with_own_identity(_resource)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def reconfigure(settings: Settings, resource: Mapping[str, Any]) -> None:

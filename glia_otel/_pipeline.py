@@ -8,6 +8,7 @@ for seconds and then drop its spans.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from ._config import Settings
 from ._deliver import deliver, spool_body
 from ._log import warn_once
 from ._otlp import SpanData, encode_request
+from ._resource import with_own_identity
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -62,7 +64,8 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
         scope = span.instrumentation_scope
         key = (id(span.resource), scope.name if scope else "", (scope.version or "") if scope else "")
         if key not in groups:
-            groups[key] = (dict(span.resource.attributes), [])
+            # A forked child's spans carry the parent's resource: give them the child's pid and instance id.
+            groups[key] = (with_own_identity(span.resource.attributes), [])
         groups[key][1].append(to_span_data(span))
     return encode_request((res, name, ver, data) for (_, name, ver), (res, data) in groups.items())
 
@@ -81,21 +84,36 @@ class GliaSpanProcessor(SpanProcessor):
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        # In a forked child each run is exported (or spooled) as it ends: children often end by `os._exit`
+        # (multiprocessing workers do), which runs no atexit handler, so nothing may be left to linger.
+        self._forked = False
+        self._finalizer_pid = 0
+        os.register_at_fork(
+            before=self._before_fork,
+            after_in_parent=self._after_fork_in_parent,
+            after_in_child=self._after_fork_in_child,
+        )
 
     # SpanProcessor interface -------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Nothing to do when a span starts."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Queue the span and wake the exporter thread."""
+        """Queue the span and wake the exporter thread (in a forked child, export a finished run now)."""
         with self._cond:
             if self._stopped:
                 return
             self._pending.append(span)
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._start_thread()
-            if len(self._pending) == 1 or len(self._pending) >= _MAX_BATCH:
-                self._cond.notify()
+            now = self._forked and (span.attributes or {}).get("glia.run.kind") is not None
+            if not now:
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._start_thread()
+                if len(self._pending) == 1 or len(self._pending) >= _MAX_BATCH:
+                    self._cond.notify()
+        if self._forked:
+            self._register_finalizer()
+        if now:
+            self._export_pending(time.monotonic() + self._settings.export_deadline_s)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Export everything pending now (spooling what fails)."""
@@ -125,6 +143,41 @@ class GliaSpanProcessor(SpanProcessor):
                 self._inflight.clear()
             for batch in leftovers:
                 spool_body(self._settings, "traces", encode_spans(batch))
+
+    # fork ---------------------------------------------------------------------------------------------------
+    def _before_fork(self) -> None:
+        # Held across fork(), so the child never inherits it taken by a thread that does not exist there.
+        self._cond.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._cond.release()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent exports what was queued or in flight at the fork; the child starts empty, with no thread.
+        self._cond = threading.Condition()
+        self._pending = []
+        self._inflight = {}
+        self._thread = None
+        self._pid = os.getpid()
+        self._forked = True
+
+    def _register_finalizer(self) -> None:
+        """Flush at a multiprocessing worker's end (it exits by `os._exit`, skipping atexit)."""
+        if self._finalizer_pid == os.getpid() or "multiprocessing" not in sys.modules:
+            return
+        self._finalizer_pid = os.getpid()
+        try:
+            from multiprocessing import util
+
+            util.Finalize(None, self._flush_at_exit, exitpriority=10)
+        except Exception as e:
+            warn_once("mp-finalize", "could not hook multiprocessing's exit: %s: %s", type(e).__name__, e)
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.force_flush(int(self._settings.export_deadline_s * 1000))
+        except Exception as e:
+            warn_once("mp-flush", "export at a worker's exit failed: %s: %s", type(e).__name__, e)
 
     # internals ---------------------------------------------------------------------------------------------
     def _start_thread(self) -> None:

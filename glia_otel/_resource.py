@@ -13,6 +13,7 @@ from ._redact import redact_args
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from typing import Any
 
     AttrValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 
@@ -107,6 +108,35 @@ def uuid4() -> str:
     b[8] = (b[8] & 0x3F) | 0x80
     h = b.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_identity: tuple[int, dict[str, AttrValue]] | None = None
+
+
+def forked_identity() -> dict[str, AttrValue]:
+    """`process.pid`, `process.parent_pid` and a fresh `service.instance.id` for this process (one per pid).
+
+    A forked child inherits its parent's resource; these replace the parent's identity in what it exports.
+    """
+    global _identity
+    pid = os.getpid()
+    if _identity is None or _identity[0] != pid:
+        ident: dict[str, AttrValue] = {
+            "process.pid": pid,
+            "process.parent_pid": os.getppid(),
+            "service.instance.id": uuid4(),
+        }
+        _identity = (pid, ident)
+    return _identity[1]
+
+
+def with_own_identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Resource attributes built in an ancestor process (forked), with this process's identity instead."""
+    out = dict(attrs)
+    pid = out.get("process.pid")
+    if isinstance(pid, int) and pid != os.getpid():
+        out.update(forked_identity())
+    return out
 
 
 def service_name_for(path: str) -> str:

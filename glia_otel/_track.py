@@ -34,6 +34,14 @@ _SCOPE = "glia_otel"
 _lock = threading.RLock()
 
 
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _State:
     """What `configure()` set up; replaced as a whole on reconfiguration."""
 
