@@ -248,6 +248,10 @@ class GliaSpanProcessor(SpanProcessor):
                     deliver(self._settings, "traces", body, min(remaining, self._settings.traces_timeout_s))
                 else:
                     spool_body(self._settings, "traces", body)
+            except BaseException:
+                # An interrupt (Ctrl-C, a signal handler raising) in the middle of a post: keep the batch.
+                spool_body(self._settings, "traces", body)
+                raise
             finally:
                 self._done(batch_id)
 

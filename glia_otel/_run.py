@@ -125,7 +125,12 @@ def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            os.execvpe(cmd[0], cmd, env)
+            try:
+                os.execvpe(cmd[0], cmd, env)
+            except OSError as e:
+                if e.errno != 8:  # ENOEXEC: no #! line; a shell runs such a file as a script, and so does glia
+                    raise
+                os.execve("/bin/sh", ["sh", _which(cmd[0], env) or cmd[0], *cmd[1:]], env)
         except OSError as e:
             try:
                 os.write(write_fd, str(e.errno or 0).encode())
@@ -217,93 +222,110 @@ def main(argv: list[str]) -> int:
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     wall0 = time.time_ns()
     mono0 = time.monotonic_ns()
-    pid, exec_fd = _spawn(cmd, env, cgroup)
-
-    # The child runs: now the work that need not come before it.
-    from . import _deliver, _otlp, _spool  # noqa: F401 - loaded now, while the child runs
-    from ._resource import command_attributes
-
-    resource: dict[str, Any] | None = None
     try:
-        resource = command_attributes(
-            cmd, _which(cmd[0], env), pid, settings.record_args, settings.service_name, settings.resource_attributes
-        )
-    except Exception as e:
-        print(f"glia run: could not describe the command: {type(e).__name__}: {e}", file=sys.stderr)
-
-    # Resending the spool waits until the command has run a moment, and sampling the tree over time until it has
-    # run one metrics interval: a short command pays for neither.
-    flush_at = time.monotonic() + _FLUSH_AFTER_S
-    metrics_at = time.monotonic() + settings.metrics_interval_s if settings.metrics_enabled else float("inf")
-    samplers: list[Any] = []
-    sampler_thread = None
-    sampled_peak = 0
-    status, rusage = 0, None
-    next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
-    while True:
-        try:
-            done_pid, status, rusage = os.wait4(pid, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if done_pid == pid:
-            break
-        now = time.monotonic()
-        if now >= flush_at:
-            flush_at = float("inf")
-            _spool.start_background_flush(settings)
-        if now >= metrics_at:
-            metrics_at = float("inf")
-            sampler_thread = _start_sampler(settings, resource, pid, trace_id, span_id, samplers)
-        timeout = min(1.0, max(0.0, next_sample - now), max(0.0, flush_at - now), max(0.0, metrics_at - now))
-        info = signal.sigtimedwait(blocked, timeout)
-        if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
-            try:  # noqa: SIM105 - contextlib costs glia run's start-up
-                os.kill(pid, info.si_signo)
-            except ProcessLookupError:
-                pass
-        if cgroup is None and time.monotonic() >= next_sample:
-            try:  # noqa: SIM105 - contextlib costs glia run's start-up
-                sampled_peak = max(sampled_peak, _tree_rss(pid))
-            except Exception:
-                pass
-            next_sample = time.monotonic() + _SAMPLE_INTERVAL_S
-    mono1 = time.monotonic_ns()
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-
-    code = exit_code_of(status)
-    exec_errno, joined = _exec_result(exec_fd)
-    if not joined and cgroup is not None:
-        cgroup.remove()
-        cgroup = None
-    if exec_errno is not None:
-        code = _exec_failed(cmd[0], exec_errno)
-    io1 = read_io()
-    try:
-        attrs = _span_attributes(code, mono1 - mono0, rusage, cgroup, sampled_peak, io0, io1, custom)
-        if resource is None:
-            resource = {"service.name": os.path.basename(cmd[0])}
-        _export_span(
-            settings,
-            resource,
-            name or str(resource["service.name"]),
-            trace_id,
-            span_id,
-            parent_span_id,
-            wall0,
-            wall0 + (mono1 - mono0),
-            attrs,
-            code,
-        )
-    except Exception as e:
-        print(f"glia run: could not record the run: {type(e).__name__}: {e}", file=sys.stderr)
-    finally:
+        pid, exec_fd = _spawn(cmd, env, cgroup)
+    except OSError as e:
+        # No process to spare for glia (EAGAIN, ENOMEM): the command matters more than its record.
+        print(f"glia run: cannot fork ({e.strerror or e}); running the command untracked", file=sys.stderr)
         if cgroup is not None:
             cgroup.remove()
-    if sampler_thread is not None:
-        sampler_thread.join(timeout=settings.export_deadline_s)
-        for sampler in samplers:
-            sampler.shutdown()
-    return code
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        try:
+            os.execvp(cmd[0], cmd)
+        except OSError as e2:
+            return _exec_failed(cmd[0], e2.errno)
+    try:
+        # The child runs: now the work that need not come before it.
+        from . import _deliver, _otlp, _spool  # noqa: F401 - loaded now, while the child runs
+        from ._resource import command_attributes
+
+        resource: dict[str, Any] | None = None
+        try:
+            resource = command_attributes(
+                cmd, _which(cmd[0], env), pid, settings.record_args, settings.service_name, settings.resource_attributes
+            )
+        except Exception as e:
+            print(f"glia run: could not describe the command: {type(e).__name__}: {e}", file=sys.stderr)
+
+        # Resending the spool waits until the command has run a moment, and sampling the tree over time until it has
+        # run one metrics interval: a short command pays for neither.
+        flush_at = time.monotonic() + _FLUSH_AFTER_S
+        metrics_at = time.monotonic() + settings.metrics_interval_s if settings.metrics_enabled else float("inf")
+        samplers: list[Any] = []
+        sampler_thread = None
+        sampled_peak = 0
+        status, rusage = 0, None
+        next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
+        while True:
+            try:
+                done_pid, status, rusage = os.wait4(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done_pid == pid:
+                break
+            now = time.monotonic()
+            if now >= flush_at:
+                flush_at = float("inf")
+                _spool.start_background_flush(settings)
+            if now >= metrics_at:
+                metrics_at = float("inf")
+                sampler_thread = _start_sampler(settings, resource, pid, trace_id, span_id, samplers)
+            timeout = min(1.0, max(0.0, next_sample - now), max(0.0, flush_at - now), max(0.0, metrics_at - now))
+            info = signal.sigtimedwait(blocked, timeout)
+            if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
+                try:  # noqa: SIM105 - contextlib costs glia run's start-up
+                    os.kill(pid, info.si_signo)
+                except ProcessLookupError:
+                    pass
+            if cgroup is None and time.monotonic() >= next_sample:
+                try:  # noqa: SIM105 - contextlib costs glia run's start-up
+                    sampled_peak = max(sampled_peak, _tree_rss(pid))
+                except Exception:
+                    pass
+                next_sample = time.monotonic() + _SAMPLE_INTERVAL_S
+        mono1 = time.monotonic_ns()
+
+        code = exit_code_of(status)
+        exec_errno, joined = _exec_result(exec_fd)
+        if not joined and cgroup is not None:
+            cgroup.remove()
+            cgroup = None
+        if exec_errno is not None:
+            code = _exec_failed(cmd[0], exec_errno)
+        io1 = read_io()
+        try:
+            attrs = _span_attributes(code, mono1 - mono0, rusage, cgroup, sampled_peak, io0, io1, custom)
+            if resource is None:
+                resource = {"service.name": os.path.basename(cmd[0])}
+            _export_span(
+                settings,
+                resource,
+                name or str(resource["service.name"]),
+                trace_id,
+                span_id,
+                parent_span_id,
+                wall0,
+                wall0 + (mono1 - mono0),
+                attrs,
+                code,
+            )
+        except Exception as e:
+            print(f"glia run: could not record the run: {type(e).__name__}: {e}", file=sys.stderr)
+        if sampler_thread is not None:
+            sampler_thread.join(timeout=settings.export_deadline_s)
+            for sampler in samplers:
+                sampler.shutdown()
+        return code
+    finally:
+        # Signals stay blocked until the run is recorded and the cgroup removed: a SIGTERM or Ctrl-C that comes
+        # after the command ended must not cut the export short. They are then discarded: the child is gone.
+        if cgroup is not None:
+            cgroup.remove()
+        try:
+            while signal.sigtimedwait(blocked, 0) is not None:
+                pass
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
 def _start_sampler(

@@ -204,3 +204,16 @@ def test_cpu_of_a_command_matches_getrusage(tmp_path: Path, receiver: ReceiverSe
     total = row["cpu_user_seconds"] + row["cpu_system_seconds"]
     # The child's own getrusage stops just before its exit: allow 5% plus interpreter teardown.
     assert abs(total - reported) <= 0.05 * reported + 0.03, (total, reported)
+
+
+def test_a_script_without_shebang_runs_under_sh_like_a_shell(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    script = tmp_path / "noshebang"
+    script.write_text("echo hi from sh\nexit 4\n")
+    script.chmod(0o755)
+    proc = glia_run(["--", str(script)], client_env(receiver.url, tmp_path / "spool"))
+    assert proc.returncode == 4, proc.stderr
+    assert proc.stdout == "hi from sh\n"
+    (row,) = sql("SELECT exit_code FROM spans")
+    assert row["exit_code"] == 4

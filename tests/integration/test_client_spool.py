@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -131,3 +132,39 @@ def test_spool_is_bounded_oldest_dropped_first_with_one_warning(tmp_path: Path) 
     req.ParseFromString(gzip.decompress(files[-1].read_bytes()))
     (span,) = req.resource_spans[0].scope_spans[0].spans
     assert {kv.key: kv.value.int_value for kv in span.attributes if kv.key == "i"} == {"i": 39}
+
+
+INTERRUPTED_FLUSH = """
+import signal, glia_otel
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+with glia_otel.track("interrupted"):
+    pass
+signal.signal(signal.SIGALRM, interrupt)
+signal.setitimer(signal.ITIMER_REAL, 0.3)
+try:
+    glia_otel.force_flush()
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_an_interrupt_during_export_spools_the_batch(tmp_path: Path, silent_endpoint: str) -> None:
+    spool = tmp_path / "spool"
+    proc = run_python(tmp_path, INTERRUPTED_FLUSH, client_env(silent_endpoint, spool))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "interrupted\n"
+    assert len(_spooled(spool)) == 1
+
+
+def test_glia_run_signalled_during_export_spools_and_keeps_the_exit_code(tmp_path: Path, silent_endpoint: str) -> None:
+    spool = tmp_path / "spool"
+    env = client_env(silent_endpoint, spool, GLIA_EXPORT_DEADLINE_MS="2000")
+    proc = subprocess.Popen([GLIA, "run", "--", "sh", "-c", "exit 3"], env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6)  # the command is over; glia is waiting on the silent endpoint
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 3, err
+    assert len(_spooled(spool)) == 1
