@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -18,8 +19,10 @@ from typing import Any
 import asyncpg
 from fastapi import Request
 
-from . import queries
+from . import queries, store
 from .errors import GliaError, Unavailable
+
+log = logging.getLogger("glia.auth")
 
 SCOPES = ("ingest", "read")
 KEY_PREFIX = "glia_"
@@ -55,37 +58,74 @@ def bearer(request: Request) -> str | None:
     return token.strip()
 
 
+STALE_TTLS = 12  # a key set not refreshed for this many ttl is no longer trusted: requests get 503
+
+
 @dataclass
 class KeyCache:
     """The active keys (hash -> scope), read from PostgreSQL at most once every `ttl` seconds.
 
     Ingest checks every request, so the set is kept in memory: a new or revoked key takes effect within `ttl`.
+    While the database cannot be read, the last set is used for up to `STALE_TTLS` x `ttl` (one minute at the
+    default 5 s) and re-read at most once a `ttl`; past that every request is refused with 503 (fail closed), so a
+    key revoked meanwhile cannot stay valid for as long as the receiver cannot reach the database.
     """
 
     pool: asyncpg.Pool
     ttl: float = 5.0
+    acquire_timeout: float = 5.0
     _keys: dict[str, str] | None = None
     _loaded_at: float = 0.0
+    _next_load: float = 0.0  # no read before this (monotonic): a failed read waits a ttl before the next
+    _failure: str | None = None  # why the last read failed; None once a read succeeds
+    _closed_logged: bool = False
     _lock: asyncio.Lock | None = None
 
+    @property
+    def max_stale(self) -> float:
+        """How long the last key set is trusted while it cannot be refreshed."""
+        return STALE_TTLS * self.ttl
+
     async def keys(self) -> dict[str, str]:
-        """The active keys, refreshed when older than `ttl`."""
-        if self._keys is not None and time.monotonic() - self._loaded_at < self.ttl:
-            return self._keys
+        """The active keys, refreshed when older than `ttl`; Unavailable when they cannot be known."""
+        if self._keys is not None and time.monotonic() < self._next_load:
+            return self._usable()
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._keys is not None and time.monotonic() - self._loaded_at < self.ttl:
-                return self._keys
+            now = time.monotonic()
+            if now < self._next_load:  # another request refreshed (or failed to) while this one waited
+                return self._usable()
+            self._next_load = now + self.ttl
             try:
-                rows = await self.pool.fetch(queries.load("auth.sql")["active_keys"], timeout=5)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                if self._keys is not None:
-                    return self._keys  # keep serving with the last known set while the database is away
-                raise Unavailable(f"cannot read the API keys: {exc}") from None
+                async with store.connection(self.pool, self.acquire_timeout) as conn:
+                    rows = await conn.fetch(queries.load("auth.sql")["active_keys"])
+            except Unavailable as exc:
+                if self._failure is None:
+                    log.warning("cannot refresh the API keys, using the last known set for now: %s", exc.message)
+                self._failure = exc.message
+                return self._usable()
             self._keys = {row["key_hash"]: row["scope"] for row in rows}
-            self._loaded_at = time.monotonic()
+            self._loaded_at = now
+            if self._failure is not None:
+                log.info("API keys read again after a failure")
+            self._failure = None
+            self._closed_logged = False
             return self._keys
+
+    def _usable(self) -> dict[str, str]:
+        if self._keys is None:
+            raise Unavailable(f"cannot read the API keys: {self._failure or 'not read yet'}")
+        if self._failure is not None and time.monotonic() - self._loaded_at > self.max_stale:
+            if not self._closed_logged:
+                self._closed_logged = True
+                log.error(
+                    "API keys not refreshed for over %.0f s (%s): refusing every request until they can be read",
+                    self.max_stale,
+                    self._failure,
+                )
+            raise Unavailable(f"cannot read the API keys: {self._failure}")
+        return self._keys
 
     async def check(self, request: Request, scope: str) -> None:
         """Raise AuthError unless the request may do what `scope` allows (always allowed when no key exists)."""

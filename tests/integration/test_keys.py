@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -15,7 +18,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from glia_otel._cli import main
-from tests.conftest import ReceiverServer
+from receiver import auth
+from receiver.errors import Unavailable
+from tests.conftest import PgServer, ReceiverServer, with_database
+from tests.integration.test_api import seed_runs
 
 Sql = Callable[..., list[dict[str, Any]]]
 
@@ -103,6 +109,117 @@ def test_keys_guard_ingest_and_reads(
     assert "dashboard" in listed and "node-17" not in listed
     assert main(["keys", "list", "--all", "--database-url", database_url]) == 0
     assert "node-17" in capsys.readouterr().out
+
+
+def test_a_revoked_read_key_is_locked_out_of_the_api_within_the_ttl(
+    receiver_factory: Callable[..., ReceiverServer], database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_runs(database_url, n=3, months=1)
+    revoked = create_key(capsys, database_url, "laptop", "read")
+    kept = create_key(capsys, database_url, "dashboard", "read")
+    ttl = 0.5
+    receiver = receiver_factory(key_cache_seconds=ttl)
+    api = f"{receiver.url}/api/runs"
+
+    def get(key: str) -> httpx.Response:
+        return httpx.get(api, headers={"authorization": f"Bearer {key}"})
+
+    assert len(get(revoked).json()["runs"]) == 3
+    assert main(["keys", "revoke", "laptop", "--database-url", database_url]) == 0
+    revoked_at = time.monotonic()
+    while (response := get(revoked)).status_code == 200:
+        assert time.monotonic() - revoked_at < ttl + 1.0, "the revoked key still reads runs past the cache ttl"
+        time.sleep(0.05)
+    assert response.status_code == 401 and "runs" not in response.json()
+    assert len(get(kept).json()["runs"]) == 3
+
+
+class CountingPool:
+    """The real pool, counting how often a connection is asked for."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.acquired = 0
+
+    def acquire(self, *, timeout: float) -> Any:
+        self.acquired += 1
+        return self.pool.acquire(timeout=timeout)
+
+
+def test_key_cache_retries_once_a_ttl_and_fails_closed_past_its_staleness_cap(
+    private_pg: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = with_database(private_pg.admin_url, "glia")
+    ttl = 0.25
+
+    # stop() and start() run an event loop of their own (and need the main thread): one loop, run stage by stage
+    with asyncio.Runner() as runner, caplog.at_level("INFO", logger="glia.auth"):
+
+        async def create_pool() -> asyncpg.Pool:
+            return await asyncpg.create_pool(url, min_size=0, max_size=2)
+
+        pool = runner.run(create_pool())
+        counting = CountingPool(pool)
+        cache = auth.KeyCache(cast(asyncpg.Pool, counting), ttl=ttl, acquire_timeout=1.0)
+        try:
+
+            async def first_load() -> dict[str, str]:
+                async with pool.acquire() as conn:
+                    await auth.create_key(conn, "ci", "ingest")
+                return await cache.keys()
+
+            loaded = runner.run(first_load())
+            assert list(loaded.values()) == ["ingest"]
+            private_pg.stop()
+            time.sleep(ttl)
+            # the refresh fails: the last set is still used, and the many requests waiting meanwhile do not each
+            # try the database again
+            before = counting.acquired
+
+            async def many() -> list[dict[str, str]]:
+                return await asyncio.gather(*(cache.keys() for _ in range(50)))
+
+            assert all(a == loaded for a in runner.run(many()))
+            assert counting.acquired - before == 1
+            # past 12 x ttl without a refresh: every request is refused (503), logged once
+            time.sleep(auth.STALE_TTLS * ttl)
+            for _ in range(3):
+                with pytest.raises(Unavailable, match="cannot read the API keys"):
+                    runner.run(cache.keys())
+                time.sleep(ttl)
+            private_pg.start()
+            time.sleep(ttl)
+            assert list(runner.run(cache.keys()).values()) == ["ingest"]
+        finally:
+            runner.run(pool.close())
+    messages = [r.getMessage() for r in caplog.records if r.name == "glia.auth"]
+    assert sum("using the last known set" in m for m in messages) == 1
+    assert sum("refusing every request" in m for m in messages) == 1
+    assert any("read again" in m for m in messages)
+
+
+def test_keys_that_cannot_be_read_are_503_in_each_endpoint_s_error_shape(
+    private_pg: PgServer, receiver_factory: Callable[..., ReceiverServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = with_database(private_pg.admin_url, "glia")
+    ingest = create_key(capsys, url, "node-1", "ingest")
+    read = create_key(capsys, url, "dashboard", "read")
+    receiver = receiver_factory(database=url, key_cache_seconds=0)
+    private_pg.stop()
+    try:
+        traces = httpx.post(
+            f"{receiver.url}/v1/traces",
+            content=b"",
+            headers={"content-type": "application/x-protobuf", "authorization": f"Bearer {ingest}"},
+        )
+        assert traces.status_code == 503 and traces.headers["retry-after"] == "2"
+        status = status_pb2.Status.FromString(traces.content)
+        assert status.code == code_pb2.UNAVAILABLE and "cannot read the API keys" in status.message
+        runs = httpx.get(f"{receiver.url}/api/runs", headers={"authorization": f"Bearer {read}"})
+        assert runs.status_code == 503 and runs.headers["retry-after"] == "2"
+        assert "cannot read the API keys" in runs.json()["detail"]
+    finally:
+        private_pg.start()
 
 
 def test_sdk_exporter_sends_the_key_from_otel_headers(
