@@ -54,6 +54,12 @@ class Settings:
                 raise TypeError(f"unknown setting {key!r}")
             setattr(self, key, value)
 
+    def target(self, signal: str) -> tuple[str, Mapping[str, str], str, float]:
+        """(URL, headers, compression, timeout) for `traces` or `metrics`."""
+        if signal == "metrics":
+            return self.metrics_endpoint, self.metrics_headers, self.metrics_compression, self.metrics_timeout_s
+        return self.traces_endpoint, self.traces_headers, self.traces_compression, self.traces_timeout_s
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in Settings.__annotations__)
         return f"Settings({fields})"

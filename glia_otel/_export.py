@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 RETRYABLE = frozenset({429, 502, 503, 504})
+# Answers about the endpoint, not the data (wrong URL or path, missing or bad credentials, a proxy in the way): the
+# same bytes will be accepted once the endpoint is right, so they are kept like those of an endpoint that is down.
+ENDPOINT_PROBLEM = frozenset({401, 403, 404, 405, 407, 408})
+_MAX_ERROR_BODY = 65536
 # Pseudo-status for "no HTTP answer": connection refused, DNS failure, timeout, reset.
 NO_ANSWER = 0
 
@@ -41,7 +45,7 @@ def post(
         return _post_http(host, port, target, body, hdrs, deadline)
     except TimeoutError:
         return NO_ANSWER, f"timed out after {timeout * 1000:.0f} ms"
-    except (OSError, ValueError) as e:
+    except Exception as e:  # OSError, ValueError, http.client.HTTPException, ssl errors: never raise
         return NO_ANSWER, f"{type(e).__name__}: {e}"
 
 
@@ -100,7 +104,34 @@ def _exchange(
     fields = status_line.split(" ", 2)
     if len(fields) < 2 or not fields[1].isdigit():
         return NO_ANSWER, f"not an HTTP answer: {status_line[:80]!r}"
-    return int(fields[1]), status_line
+    status = int(fields[1])
+    if 200 <= status < 300:
+        return status, status_line
+    # A failure: the google.rpc.Status in the body says why, and belongs in the log line.
+    try:
+        while b"\r\n\r\n" not in buf and len(buf) < _MAX_ERROR_BODY:
+            s.settimeout(_remaining(deadline))
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+        header, _, body = buf.partition(b"\r\n\r\n")
+        content_type, length = "", _MAX_ERROR_BODY
+        for line in header.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-type":
+                content_type = value.strip().decode("latin-1")
+            elif name.strip().lower() == b"content-length" and value.strip().isdigit():
+                length = min(int(value.strip()), _MAX_ERROR_BODY)
+        while len(body) < length:
+            s.settimeout(_remaining(deadline))
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            body += chunk
+    except (OSError, TimeoutError):
+        return status, status_line
+    return status, _with_message(status_line, rpc_status_message(body[:length], content_type))
 
 
 def _post_https(
@@ -112,8 +143,11 @@ def _post_https(
     try:
         conn.request("POST", target, body=body, headers=dict(hdrs))
         resp = conn.getresponse()
-        resp.read()
-        return resp.status, f"HTTP {resp.status} {resp.reason}"
+        body = resp.read(_MAX_ERROR_BODY)
+        line = f"HTTP/1.1 {resp.status} {resp.reason}"
+        if 200 <= resp.status < 300:
+            return resp.status, line
+        return resp.status, _with_message(line, rpc_status_message(body, resp.getheader("content-type") or ""))
     finally:
         conn.close()
 
@@ -128,17 +162,71 @@ def compress(body: bytes, compression: str) -> bytes:
     return c.compress(body) + c.flush()
 
 
+def _with_message(status_line: str, message: str) -> str:
+    return f"{status_line}: {message}" if message else status_line
+
+
+def rpc_status_message(body: bytes, content_type: str) -> str:
+    """The `message` of a google.rpc.Status error body (protobuf or JSON), or "" if there is none."""
+    if not body:
+        return ""
+    try:
+        if "json" in content_type.lower():
+            import json
+
+            doc = json.loads(body)
+            message = doc.get("message") if isinstance(doc, dict) else None
+            return message.strip()[:500] if isinstance(message, str) else ""
+        if "protobuf" not in content_type.lower():
+            return body[:200].decode("utf-8", "replace").strip() if content_type.startswith("text/") else ""
+        # google.rpc.Status: code = 1 (varint), message = 2 (string), details = 3; read by hand (no protobuf import).
+        i = 0
+        while i < len(body):
+            key, i = _read_varint(body, i)
+            wire = key & 7
+            if wire == 0:
+                _, i = _read_varint(body, i)
+            elif wire == 1:
+                i += 8
+            elif wire == 5:
+                i += 4
+            elif wire == 2:
+                n, i = _read_varint(body, i)
+                if key >> 3 == 2:
+                    return body[i : i + n].decode("utf-8", "replace").strip()[:500]
+                i += n
+            else:
+                return ""
+    except Exception:
+        return ""
+    return ""
+
+
+def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, i
+        shift += 7
+
+
 def describe_failure(url: str, status: int, detail: str) -> str:
     """One clear line about a failed export."""
     if status == NO_ANSWER:
         return f"could not reach {url} ({detail})"
+    if status in ENDPOINT_PROBLEM:
+        return f"{url} answered {detail} (check the endpoint URL and OTEL_EXPORTER_OTLP_HEADERS)"
     return f"{url} answered {detail}"
 
 
-def report_permanent(url: str, status: int, detail: str) -> None:
-    """A non-retryable answer (400, 413, 415, ...) means the data will never be accepted: log once, drop."""
-    warn_once(
-        f"permanent:{url}:{status}",
-        "%s; the request was dropped (not retryable)",
-        describe_failure(url, status, detail),
+def report_rejected(url: str, status: int, detail: str, kept_as: str | None) -> None:
+    """A request the endpoint will never accept as it is (400, 413, 415, ...): log once where it was kept."""
+    where = (
+        f"kept as {kept_as} (`glia flush --retry-rejected` resends it)"
+        if kept_as is not None
+        else "it could not be kept"
     )
+    warn_once(f"permanent:{url}:{status}", "%s; %s", describe_failure(url, status, detail), where)

@@ -12,10 +12,11 @@ import sys
 import time
 
 from ._config import Settings, load_settings
-from ._export import CONTENT_TYPES, NO_ANSWER, RETRYABLE, describe_failure, post
+from ._export import CONTENT_TYPES, ENDPOINT_PROBLEM, NO_ANSWER, RETRYABLE, describe_failure, post
 from ._log import get_logger, warn_once
 
 _STALE_TMP_S = 3600.0
+REJECTED = ".rejected"
 
 
 TYPE_CHECKING = False
@@ -74,10 +75,13 @@ def _spool_files(directory: str) -> list[tuple[int, str]]:
     return files
 
 
-def write(settings: Settings, signal: str, body: bytes, ext: str, gzipped: bool) -> str | None:
-    """Write one request body to the spool atomically; on failure log once and return None. Never raises."""
+def write(settings: Settings, signal: str, body: bytes, ext: str, gzipped: bool, rejected: bool = False) -> str | None:
+    """Write one request body to the spool atomically; on failure log once and return None. Never raises.
+
+    `rejected`: a body the endpoint refused for what it is, kept as `<name>.rejected` (not resent by itself).
+    """
     directory = settings.spool_dir
-    name = spool_name(signal, ext, gzipped)
+    name = spool_name(signal, ext, gzipped) + (REJECTED if rejected else "")
     final = os.path.join(directory, name)
     tmp = final + ".tmp"
     try:
@@ -164,18 +168,7 @@ def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
         if parsed is None:
             continue
         signal, _, ext, gzipped = parsed
-        if signal == "metrics":
-            url, headers, timeout = (
-                settings.metrics_endpoint,
-                settings.metrics_headers,
-                settings.metrics_timeout_s,
-            )
-        else:
-            url, headers, timeout = (
-                settings.traces_endpoint,
-                settings.traces_headers,
-                settings.traces_timeout_s,
-            )
+        url, headers, _, timeout = settings.target(signal)
         if url in down:
             report.kept_files += 1
             continue
@@ -200,20 +193,38 @@ def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
                 pass
             except OSError as e:
                 report.errors.append(f"sent but could not delete {path}: {e}")
-        elif status == NO_ANSWER or status in RETRYABLE:
+        elif status == NO_ANSWER or status in RETRYABLE or status in ENDPOINT_PROBLEM:
+            # Down, busy, or the URL or credentials are wrong: the rest for this endpoint waits for next time.
             down.add(url)
             report.kept_files += 1
             report.errors.append(describe_failure(url, status, detail))
         else:
             # Never accepted however often it is sent: set aside, not deleted, so nothing is silently lost.
             try:  # noqa: SIM105 - contextlib costs glia run's start-up
-                os.rename(path, path + ".rejected")
+                os.rename(path, path + REJECTED)
             except OSError:
                 pass
             report.rejected_files += 1
             name = os.path.basename(path)
             report.errors.append(f"{name}: {describe_failure(url, status, detail)}; kept as .rejected")
     return report
+
+
+def retry_rejected(directory: str) -> int:
+    """Put every `.rejected` file back in line to be sent; returns how many."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    count = 0
+    for entry in entries:
+        if entry.name.endswith(REJECTED) and parse_name(entry.name[: -len(REJECTED)]) is not None:
+            try:
+                os.rename(entry.path, entry.path[: -len(REJECTED)])
+                count += 1
+            except OSError:
+                continue
+    return count
 
 
 def _remove_stale_tmp(directory: str) -> None:
@@ -266,12 +277,19 @@ def flush_main(argv: list[str]) -> int:
     parser.add_argument("--spool-dir", help="spool directory (default: GLIA_SPOOL_DIR or the XDG state dir)")
     parser.add_argument("--endpoint", help="OTLP/HTTP base URL (default: OTEL_EXPORTER_OTLP_ENDPOINT)")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing unless something fails")
+    parser.add_argument(
+        "--retry-rejected",
+        action="store_true",
+        help="resend the requests the endpoint once refused (kept as .rejected), e.g. after raising its size limit",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings(endpoint=args.endpoint, spool_dir=args.spool_dir)
     except ValueError as e:
         print(f"glia flush: {e}", file=sys.stderr)
         return 2
+    if args.retry_rejected:
+        retry_rejected(settings.spool_dir)
     report = flush(settings, count_spans=True)
     if not args.quiet or report.errors:
         print(

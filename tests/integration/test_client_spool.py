@@ -6,7 +6,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -168,3 +168,48 @@ def test_glia_run_signalled_during_export_spools_and_keeps_the_exit_code(tmp_pat
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 3, err
     assert len(_spooled(spool)) == 1
+
+
+BIG_RUN = "import glia_otel\nwith glia_otel.track('big', pad='x' * 4000):\n    pass\n"
+
+
+def test_a_rejected_request_is_kept_as_rejected_and_resent_on_demand(
+    tmp_path: Path, receiver_factory: Callable[..., ReceiverServer], sql: Sql
+) -> None:
+    spool = tmp_path / "spool"
+    small = receiver_factory(max_body_bytes=1024)
+    env = client_env(small.url, spool, OTEL_EXPORTER_OTLP_COMPRESSION="none")
+    proc = run_python(tmp_path, BIG_RUN, env)
+    assert proc.returncode == 0, proc.stderr
+    (kept,) = spool.glob("*.rejected")
+    assert "413" in proc.stderr and "retry-rejected" in proc.stderr, proc.stderr
+    assert "1024" in proc.stderr, proc.stderr  # the receiver's own google.rpc.Status message is in the line
+    assert sql("SELECT count(*) AS n FROM spans")[0]["n"] == 0
+
+    plain = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
+    assert plain.returncode == 0 and kept.exists()  # not resent by itself
+
+    big = receiver_factory()
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = big.url
+    again = subprocess.run([GLIA, "flush", "--retry-rejected"], env=env, capture_output=True, text=True, timeout=30)
+    assert again.returncode == 0, again.stderr
+    assert not list(spool.iterdir())
+    assert [r["name"] for r in sql("SELECT name FROM spans")] == ["big"]
+
+
+def test_a_wrong_endpoint_path_keeps_the_runs_for_later(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    spool = tmp_path / "spool"
+    env = client_env(receiver.url, spool, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.url + "/v1/nope")
+    proc = run_python(tmp_path, "import glia_otel\nwith glia_otel.track('x'):\n    pass\n", env)
+    assert proc.returncode == 0, proc.stderr
+    assert "404" in proc.stderr and "check the endpoint URL" in proc.stderr, proc.stderr
+    assert len(_spooled(spool)) == 1 and not list(spool.glob("*.rejected"))
+
+    wrong = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
+    assert wrong.returncode == 1 and "404" in wrong.stderr and "1 kept for later" in wrong.stderr
+    assert len(_spooled(spool)) == 1
+
+    del env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    right = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
+    assert right.returncode == 0, right.stderr
+    assert [r["name"] for r in sql("SELECT name FROM spans")] == ["x"]

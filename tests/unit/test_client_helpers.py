@@ -79,3 +79,15 @@ def test_uuid4_and_proc_io_parsing() -> None:
     text = b"rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n"
     assert parse_io(text) == (4096, 8192)
     assert parse_io(b"") == (0, 0)
+
+
+def test_rpc_status_message_from_protobuf_and_json_bodies() -> None:
+    from google.rpc import status_pb2
+
+    from glia_otel._export import rpc_status_message
+
+    pb = status_pb2.Status(code=3, message="request body over 1024 bytes").SerializeToString()
+    assert rpc_status_message(pb, "application/x-protobuf") == "request body over 1024 bytes"
+    assert rpc_status_message(b'{"code": 3, "message": "bad json"}', "application/json") == "bad json"
+    assert rpc_status_message(b"\xff\xff", "application/x-protobuf") == ""
+    assert rpc_status_message(b"", "application/json") == ""
