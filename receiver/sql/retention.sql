@@ -7,6 +7,21 @@ FROM glia_partitions()
 WHERE range_end <= $1
 ORDER BY range_start, parent;
 
+-- name: quote_partition
+-- The partition's name as an identifier, quoted where it needs to be (for lock_partition).
+SELECT $1::regclass::text;
+
+-- name: set_lock_timeout
+-- In each partition's transaction: wait at most this long for the partition's lock and for the drop's lock on the
+-- parent table. Ingest queues behind a waiting ACCESS EXCLUSIVE request, so the wait is what bounds its stall.
+-- No statement timeout: archiving a large partition may take longer than the receiver's.
+SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', '0', true);
+
+-- name: lock_partition
+-- Blocks writes into the partition (a late span for its month) from before the copy until the drop commits.
+-- {partition} is quote_partition's answer for a name read from glia_partitions().
+LOCK TABLE {partition} IN SHARE MODE;
+
 -- name: drop_partition
 SELECT glia_drop_partition($1::regclass);
 
@@ -27,11 +42,8 @@ UPDATE retention_policy SET last_applied_at = now();
 -- name: try_lock
 -- One receiver at a time applies the policy (several may run behind a load balancer). A session lock, not a
 -- transaction's: each partition is dropped in its own short transaction, so ingest is blocked only briefly.
+-- `glia retention --older-than` (retention.apply) takes it too.
 SELECT pg_try_advisory_lock(hashtext('glia_retention'));
 
 -- name: unlock
 SELECT pg_advisory_unlock(hashtext('glia_retention'));
-
--- name: no_statement_timeout
--- Archiving a large partition may take longer than the receiver's statement timeout.
-SET statement_timeout = 0;
