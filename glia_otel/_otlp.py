@@ -57,7 +57,10 @@ def any_value(v: Any) -> bytes:
     if isinstance(v, bool):
         return _key(2, 0) + (b"\x01" if v else b"\x00")
     if isinstance(v, int):
-        return _key(3, 0) + _varint(v)
+        if -(1 << 63) <= v < (1 << 63):
+            return _key(3, 0) + _varint(v)
+        # Beyond int64 a varint has 11 bytes or more, which protobuf rejects with the whole request.
+        return _len(1, str(v).encode("ascii"))
     if isinstance(v, float):
         return _key(4, 1) + _F64.pack(v)
     if isinstance(v, bytes):

@@ -6,7 +6,6 @@ Glia never raises into user code: any failure of its own is logged once and the 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import contextvars
 import functools
 import inspect
@@ -289,7 +288,6 @@ class Run:
             return
         mono1 = time.monotonic_ns()
         try:
-            from opentelemetry import context
             from opentelemetry.trace import Status, StatusCode
 
             attrs: dict[str, Any] = self._usage.stop() if self._usage is not None else {}
@@ -301,19 +299,51 @@ class Run:
             attrs["process.exit.code"] = code
             span.set_attributes(attrs)
             if exc is not None and code != 0:
-                span.record_exception(exc, escaped=True)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            with contextlib.suppress(Exception):
-                context.detach(self._token)  # type: ignore[arg-type]
-            if _state.sampling:
-                from . import _metrics
-
-                _metrics.run_ended(self.trace_id, self.span_id)
-            span.end(end_time=self._wall0 + (mono1 - self._mono0))
+                message = _describe(exc)
+                try:
+                    span.record_exception(exc, escaped=True)
+                except Exception:  # the exception's own __str__ or traceback failed
+                    span.add_event(
+                        "exception",
+                        {"exception.type": type(exc).__name__, "exception.message": message, "exception.escaped": True},
+                    )
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
         except Exception as e:
-            warn_once("finish", "could not finish a run: %s: %s", type(e).__name__, e)
+            warn_once("finish", "could not finish a run: %s: %s", type(e).__name__, _describe(e))
         finally:
+            # Whatever failed above, the context is restored and the span ends: a run is never left open.
             self._span = None
+            try:
+                from opentelemetry import context
+
+                context.detach(self._token)  # type: ignore[arg-type]
+            except Exception:
+                pass
+            if _state.sampling:
+                try:
+                    from . import _metrics
+
+                    _metrics.run_ended(
+                        f"{span.get_span_context().trace_id:032x}", f"{span.get_span_context().span_id:016x}"
+                    )
+                except Exception:
+                    pass
+            try:
+                span.end(end_time=self._wall0 + (mono1 - self._mono0))
+            except Exception as e:
+                warn_once("end", "could not end a run: %s: %s", type(e).__name__, _describe(e))
+
+
+def _describe(exc: BaseException) -> str:
+    """`str(exc)`, or its repr, or a placeholder: an exception's `__str__` may itself raise."""
+    try:
+        return str(exc)
+    except Exception:
+        pass
+    try:
+        return repr(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__name__} object>"
 
 
 class _Tracker:

@@ -296,3 +296,31 @@ def test_one_tracker_entered_by_concurrent_tasks(tmp_path: Path, receiver: Recei
     rows = sql("SELECT (attributes->>'i')::int AS i, status_code, exit_code, duration_ns FROM spans ORDER BY 1")
     assert [(r["i"], r["status_code"], r["exit_code"]) for r in rows] == [(0, 0, 0), (1, 2, 1), (2, 0, 0)]
     assert rows[0]["duration_ns"] >= 50_000_000 and rows[1]["duration_ns"] < 50_000_000
+
+
+UNPRINTABLE = """
+import glia_otel
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no str for you")
+
+try:
+    with glia_otel.track("bad"):
+        raise Unprintable()
+except Unprintable:
+    print("re-raised")
+with glia_otel.track("after"):
+    pass
+"""
+
+
+def test_an_exception_whose_str_raises_still_ends_the_run(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    proc = run_python(tmp_path, UNPRINTABLE, client_env(receiver.url, tmp_path / "spool"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "re-raised\n"
+    rows = {r["name"]: r for r in sql("SELECT name, status_code, status_message, exit_code, parent_span_id FROM spans")}
+    assert set(rows) == {"bad", "after"}
+    assert rows["bad"]["status_code"] == 2 and rows["bad"]["exit_code"] == 1
+    assert rows["bad"]["status_message"].startswith("Unprintable: ")
+    assert rows["after"]["parent_span_id"] is None  # the failed run's context was detached

@@ -86,3 +86,18 @@ def test_root_span_has_no_parent_and_unset_status() -> None:
     req.ParseFromString(encode_request([({}, "s", "", [span])]))
     s = req.resource_spans[0].scope_spans[0].spans[0]
     assert s.parent_span_id == b"" and s.status.code == 0
+
+
+def test_ints_beyond_int64_are_sent_as_strings() -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    from glia_otel._otlp import any_value
+
+    for n in (2**63, 2**70, -(2**63) - 1, -(2**80)):
+        v = AnyValue()
+        v.ParseFromString(any_value(n))
+        assert v.WhichOneof("value") == "string_value" and v.string_value == str(n)
+    for n in (2**63 - 1, -(2**63), -1, 0):
+        v = AnyValue()
+        v.ParseFromString(any_value(n))
+        assert v.int_value == n
