@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -32,7 +33,11 @@ _active = 0
 _timer: threading.Timer | None = None
 _provider: Any = None
 _instrumentor: Any = None
-_exiting = False
+# While stopping: the monotonic time by which the last points must be delivered or spooled.
+_exit_deadline: float | None = None
+# Metric requests being posted, by id: spooled at exit if their post has not finished by the deadline.
+_inflight: dict[int, tuple[Settings, bytes]] = {}
+_EXIT_MARGIN_S = 0.03  # spool before the reader's join gives up on the exporting thread
 # (trace id, span id) of the runs in progress, oldest first: points are linked to the outermost one.
 _runs: list[tuple[str, str]] = []
 
@@ -125,7 +130,7 @@ def _exporter(settings: Settings, link: Callable[[], tuple[str, str] | None] = _
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
-    from ._deliver import deliver
+    from ._deliver import deliver, spool_body
 
     class GliaMetricExporter(MetricExporter):
         """Posts metric requests; spools them when the endpoint is down."""
@@ -139,8 +144,21 @@ def _exporter(settings: Settings, link: Callable[[], tuple[str, str] | None] = _
                 if ids is not None:
                     link_points(request, *ids)
                 body = request.SerializeToString()
-                timeout = settings.export_deadline_s if _exiting else settings.metrics_timeout_s
-                ok = deliver(settings, "metrics", body, timeout)
+                deadline = _exit_deadline
+                timeout = settings.metrics_timeout_s
+                if deadline is not None:
+                    timeout = min(timeout, deadline - time.monotonic() - _EXIT_MARGIN_S)
+                    if timeout <= 0:
+                        spool_body(settings, "metrics", body)
+                        return MetricExportResult.FAILURE
+                key = id(body)
+                with _lock:
+                    _inflight[key] = (settings, body)
+                try:
+                    ok = deliver(settings, "metrics", body, timeout)
+                finally:
+                    with _lock:
+                        _inflight.pop(key, None)
             except Exception as e:
                 warn_once("metrics-export", "metric export failed: %s: %s", type(e).__name__, e)
                 return MetricExportResult.FAILURE
@@ -173,26 +191,44 @@ def link_points(request: Any, trace_id: str, span_id: str) -> None:
                     point.attributes.extend(extra)
 
 
-def shutdown() -> None:
-    """Stop sampling, exporting a last point within the exit deadline."""
-    global _provider, _instrumentor, _timer, _exiting
+def _stop_provider(provider: Any, deadline: float) -> None:
+    """Shut a MeterProvider down by `deadline`, spooling what its last export could not deliver in time."""
+    global _exit_deadline
+    _exit_deadline = deadline
+    try:
+        provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
+    except Exception as e:
+        warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
+    finally:
+        with _lock:
+            left = list(_inflight.values())
+            _inflight.clear()
+        _exit_deadline = None
+    if left:
+        from ._deliver import spool_body
+
+        for settings, body in left:
+            spool_body(settings, "metrics", body)
+
+
+def shutdown(deadline: float | None = None) -> None:
+    """Stop sampling, exporting a last point by `deadline` (default: the exit deadline from now); spool the rest."""
+    global _provider, _instrumentor, _timer
     with _lock:
         if _timer is not None:
             _timer.cancel()
             _timer = None
         provider, instrumentor = _provider, _instrumentor
         _provider = _instrumentor = None
-        _exiting = True
     if provider is None:
         return
+    if deadline is None:
+        deadline = time.monotonic() + (_settings.export_deadline_s if _settings else 0.25)
     try:
         instrumentor.uninstrument()
-        deadline_ms = (_settings.export_deadline_s if _settings else 0.25) * 1000
-        provider.shutdown(timeout_millis=deadline_ms)
     except Exception as e:
-        warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
-    finally:
-        _exiting = False
+        warn_once("metrics-uninstrument", "could not stop process sampling: %s: %s", type(e).__name__, e)
+    _stop_provider(provider, deadline)
 
 
 class CommandSampler:
@@ -252,16 +288,11 @@ class CommandSampler:
             description="threads summed over the command's process tree",
         )
 
-    def shutdown(self) -> None:
-        """Stop, exporting what was sampled within the exit deadline."""
-        global _exiting
-        _exiting = True
-        try:
-            self._provider.shutdown(timeout_millis=self._settings.export_deadline_s * 1000)
-        except Exception as e:
-            warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
-        finally:
-            _exiting = False
+    def shutdown(self, deadline: float | None = None) -> None:
+        """Stop, exporting what was sampled by `deadline` (default: the exit deadline from now); spool the rest."""
+        _stop_provider(
+            self._provider, time.monotonic() + self._settings.export_deadline_s if deadline is None else deadline
+        )
 
 
 def start_command_sampling(

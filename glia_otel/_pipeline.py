@@ -128,9 +128,10 @@ class GliaSpanProcessor(SpanProcessor):
             self._settings = settings
             self._stopped = False
 
-    def shutdown(self) -> None:
-        """Export what is left within the exit deadline; spool whatever did not make it."""
-        deadline = time.monotonic() + self._settings.export_deadline_s
+    def shutdown(self, deadline: float | None = None) -> None:
+        """Export what is left by `deadline` (default: the exit deadline from now); spool whatever did not make it."""
+        if deadline is None:
+            deadline = time.monotonic() + self._settings.export_deadline_s
         with self._cond:
             if self._stopped:
                 return

@@ -293,6 +293,8 @@ def main(argv: list[str]) -> int:
         if exec_errno is not None:
             code = _exec_failed(cmd[0], exec_errno)
         io1 = read_io()
+        # One exit deadline for everything that follows: the run first, then the samples with what remains.
+        deadline = time.monotonic() + settings.export_deadline_s
         try:
             attrs = _span_attributes(code, mono1 - mono0, rusage, cgroup, sampled_peak, io0, io1, custom)
             if resource is None:
@@ -308,13 +310,14 @@ def main(argv: list[str]) -> int:
                 wall0 + (mono1 - mono0),
                 attrs,
                 code,
+                deadline,
             )
         except Exception as e:
             print(f"glia run: could not record the run: {type(e).__name__}: {e}", file=sys.stderr)
         if sampler_thread is not None:
-            sampler_thread.join(timeout=settings.export_deadline_s)
+            sampler_thread.join(timeout=max(0.0, deadline - time.monotonic()))
             for sampler in samplers:
-                sampler.shutdown()
+                sampler.shutdown(deadline)
         return code
     finally:
         # Signals stay blocked until the run is recorded and the cgroup removed: a SIGTERM or Ctrl-C that comes
@@ -419,8 +422,9 @@ def _export_span(
     end_ns: int,
     attrs: dict[str, Any],
     code: int,
+    deadline: float,
 ) -> None:
-    from ._deliver import deliver
+    from ._deliver import deliver, spool_body
     from ._otlp import SpanData, encode_request
 
     span = SpanData(
@@ -436,4 +440,8 @@ def _export_span(
         flags=0x301 if parent_span_id else 0x101,
     )
     body = encode_request([(resource, "glia_otel.run", "0.1.0", [span])])
-    deliver(settings, "traces", body, settings.export_deadline_s)
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        deliver(settings, "traces", body, remaining)
+    else:
+        spool_body(settings, "traces", body)

@@ -191,9 +191,12 @@ def shutdown() -> None:
     try:
         from . import _metrics
 
-        _metrics.shutdown()
+        # One deadline for everything: the runs first, process samples with what time remains.
+        settings = _state.settings
+        deadline = time.monotonic() + (settings.export_deadline_s if settings is not None else 0.25)
         if _state.processor is not None:
-            _state.processor.shutdown()
+            _state.processor.shutdown(deadline)
+        _metrics.shutdown(deadline)
     except Exception as e:
         warn_once("shutdown", "export at exit failed: %s: %s", type(e).__name__, e)
 

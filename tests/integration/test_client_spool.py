@@ -74,22 +74,64 @@ def silent_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
+DEADLINE_S = 0.25
+SLACK_S = 0.15  # interpreter teardown on a loaded test machine
+
+
 def test_exit_is_bounded_by_the_deadline_and_the_run_is_spooled(tmp_path: Path, silent_endpoint: str) -> None:
     spool = tmp_path / "spool"
-    env = client_env(silent_endpoint, spool, GLIA_EXPORT_DEADLINE_MS="250")
+    env = client_env(silent_endpoint, spool, GLIA_EXPORT_DEADLINE_MS=str(int(DEADLINE_S * 1000)))
     script = "import glia_otel, time\nwith glia_otel.track('x'):\n    pass\nprint(time.monotonic())\n"
     proc = run_python(tmp_path, script, env)
     exited = time.monotonic()
     assert proc.returncode == 0, proc.stderr
     # From the end of the script to the end of the process: the deadline plus interpreter teardown.
-    assert exited - float(proc.stdout) < 1.0
+    assert exited - float(proc.stdout) < DEADLINE_S + SLACK_S
     assert len(_spooled(spool)) == 1
     assert "exit deadline" in proc.stderr or "timed out" in proc.stderr
 
+
+def test_glia_run_exit_is_bounded_by_the_deadline(tmp_path: Path, silent_endpoint: str) -> None:
+    spool = tmp_path / "spool"
+    env = client_env(silent_endpoint, spool, GLIA_EXPORT_DEADLINE_MS=str(int(DEADLINE_S * 1000)))
     t0 = time.monotonic()
     assert subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True).returncode == 0
-    assert time.monotonic() - t0 < 1.5
-    assert len(_spooled(spool)) == 2
+    assert time.monotonic() - t0 < DEADLINE_S + SLACK_S + 0.1  # + glia's own start-up
+    assert len(_spooled(spool)) == 1
+
+
+def test_exit_with_sampling_on_keeps_one_deadline_in_total(tmp_path: Path, silent_endpoint: str) -> None:
+    spool = tmp_path / "spool"
+    env = client_env(
+        silent_endpoint,
+        spool,
+        GLIA_EXPORT_DEADLINE_MS=str(int(DEADLINE_S * 1000)),
+        OTEL_METRIC_EXPORT_INTERVAL="100",
+        OTEL_EXPORTER_OTLP_TIMEOUT="60000",
+    )
+    script = """
+import glia_otel, time
+from glia_otel import _metrics
+with glia_otel.track('long'):
+    t = time.monotonic() + 10
+    while not _metrics.is_sampling() and time.monotonic() < t:
+        time.sleep(0.02)
+    time.sleep(0.15)
+assert _metrics.is_sampling()
+print(time.monotonic())
+"""
+    proc = run_python(tmp_path, script, env)
+    exited = time.monotonic()
+    assert proc.returncode == 0, proc.stderr
+    assert exited - float(proc.stdout) < DEADLINE_S + SLACK_S
+    files = _spooled(spool)
+    assert any(not p.name.startswith("metrics-") for p in files), files  # the run
+    assert any(p.name.startswith("metrics-") for p in files), files  # the samples
+
+    t0 = time.monotonic()
+    cmd = [GLIA, "run", "--", "sleep", "0.4"]
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert time.monotonic() - t0 < 0.4 + DEADLINE_S + SLACK_S + 0.1
 
 
 def test_unwritable_spool_loses_only_what_cannot_be_written(tmp_path: Path) -> None:
