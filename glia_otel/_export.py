@@ -61,11 +61,7 @@ def _post_http(
 ) -> tuple[int, str]:
     import _socket
 
-    # An ASCII host as bytes skips the `idna` codec, which costs milliseconds to import.
-    name: str | bytes = host.encode("ascii") if host.isascii() else host
-    infos = _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM)
-    if not infos:
-        raise OSError(f"cannot resolve {host}")
+    infos = _resolve(host, port, deadline)
     error: OSError | None = None
     for family, kind, proto, _, address in infos:
         sock = _socket.socket(family, kind, proto)
@@ -84,6 +80,49 @@ def _post_http(
     if isinstance(error, _socket.timeout):
         raise TimeoutError
     raise error
+
+
+_RESOLVED_TTL_S = 300.0
+_resolved: dict[tuple[str, int], tuple[float, list[Any]]] = {}
+
+
+def _resolve(host: str, port: int, deadline: float) -> list[Any]:
+    """The endpoint's addresses: looked up once (cached for a few minutes), and never past `deadline`.
+
+    `getaddrinfo` has no timeout of its own and a slow resolver can stall it for seconds, so a name is looked up
+    in a helper thread that is abandoned (it is a daemon) when the deadline passes.
+    """
+    import _socket
+    import _thread
+
+    key = (host, port)
+    cached = _resolved.get(key)
+    if cached is not None and time.monotonic() - cached[0] < _RESOLVED_TTL_S:
+        return cached[1]
+    # An ASCII host as bytes skips the `idna` codec, which costs milliseconds to import.
+    name: str | bytes = host.encode("ascii") if host.isascii() else host
+    done = _thread.allocate_lock()
+    done.acquire()
+    box: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            box.append(_socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM))
+        except BaseException as e:
+            box.append(e)
+        finally:
+            done.release()
+
+    _thread.start_new_thread(lookup, ())
+    if not done.acquire(timeout=_remaining(deadline)):
+        raise TimeoutError
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
+    if not result:
+        raise OSError(f"cannot resolve {host}")
+    _resolved[key] = (time.monotonic(), result)
+    return list(result)
 
 
 def _exchange(

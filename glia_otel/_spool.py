@@ -33,6 +33,7 @@ class FlushReport:
         self.sent_spans = 0
         self.kept_files = 0
         self.rejected_files = 0
+        self.busy = False  # another process was flushing this spool: nothing was done
         self.errors: list[str] = []
 
 
@@ -109,11 +110,23 @@ def write(settings: Settings, signal: str, body: bytes, ext: str, gzipped: bool,
             signal,
         )
         return None
-    _enforce_bound(directory, settings.spool_max_bytes)
+    _enforce_bound(directory, settings.spool_max_bytes, len(body))
     return final
 
 
-def _enforce_bound(directory: str, max_bytes: int) -> None:
+# Per directory: (bytes in the spool as this process last counted them plus what it wrote since, writes since).
+_sizes: dict[str, tuple[int, int]] = {}
+_RESCAN_EVERY = 64  # other processes write too: count again now and then, not only when over
+
+
+def _enforce_bound(directory: str, max_bytes: int, added: int) -> None:
+    """Keep the spool under `max_bytes`, dropping the oldest files; scans the directory only when needed."""
+    known = _sizes.get(directory)
+    if known is not None:
+        total, writes = known[0] + added, known[1] + 1
+        if total <= max_bytes and writes < _RESCAN_EVERY:
+            _sizes[directory] = (total, writes)
+            return
     files = _spool_files(directory)
     sizes = []
     for _, path in files:
@@ -132,6 +145,7 @@ def _enforce_bound(directory: str, max_bytes: int) -> None:
             dropped += 1
         except OSError:
             continue
+    _sizes[directory] = (total, 0)
     if dropped:
         warn_once(
             f"spool-full:{directory}",
@@ -158,9 +172,35 @@ def _count_spans(body: bytes, gzipped: bool, ext: str) -> int:
 
 
 def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
-    """Resend every spooled file, oldest first; stop at the first endpoint that does not answer."""
+    """Resend every spooled file, oldest first; stop at the first endpoint that does not answer.
+
+    One flusher per spool at a time (a non-blocking `flock` on `<spool>/.lock`): when another process holds it,
+    returns at once with `busy` set, so the same file is never sent twice at once.
+    """
     report = FlushReport()
     directory = settings.spool_dir
+    try:
+        lock_fd = os.open(os.path.join(directory, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except FileNotFoundError:
+        return report  # no spool, nothing to send
+    except OSError as e:
+        report.errors.append(f"cannot lock the spool {directory}: {e.strerror or e}")
+        return report
+    try:
+        import fcntl
+
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            report.busy = True
+            return report
+        _flush_locked(settings, directory, count_spans, report)
+    finally:
+        os.close(lock_fd)  # releases the lock
+    return report
+
+
+def _flush_locked(settings: Settings, directory: str, count_spans: bool, report: FlushReport) -> None:
     _remove_stale_tmp(directory)
     down: set[str] = set()
     for _, path in _spool_files(directory):
@@ -207,7 +247,6 @@ def flush(settings: Settings, count_spans: bool = False) -> FlushReport:
             report.rejected_files += 1
             name = os.path.basename(path)
             report.errors.append(f"{name}: {describe_failure(url, status, detail)}; kept as .rejected")
-    return report
 
 
 def retry_rejected(directory: str) -> int:
@@ -243,8 +282,12 @@ def _remove_stale_tmp(directory: str) -> None:
 
 
 def has_files(settings: Settings) -> bool:
-    """Whether there is anything to resend (cheap: one directory scan)."""
-    return bool(_spool_files(settings.spool_dir))
+    """Whether there is anything to resend (stops at the first spool file)."""
+    try:
+        with os.scandir(settings.spool_dir) as entries:
+            return any(parse_name(entry.name) is not None for entry in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def start_background_flush(settings: Settings) -> threading.Thread | None:
@@ -291,6 +334,10 @@ def flush_main(argv: list[str]) -> int:
     if args.retry_rejected:
         retry_rejected(settings.spool_dir)
     report = flush(settings, count_spans=True)
+    if report.busy:
+        if not args.quiet:
+            print(f"glia flush: another flush of {settings.spool_dir} is running; it sends the files")
+        return 0
     if not args.quiet or report.errors:
         print(
             f"glia flush: sent {report.sent_files} request(s), {report.sent_spans} span(s), "

@@ -23,7 +23,7 @@ for i in range(50):
 
 
 def _spooled(spool: Path) -> list[Path]:
-    return sorted(p for p in spool.glob("*") if not p.name.endswith(".tmp"))
+    return sorted(p for p in spool.glob("*") if not p.name.endswith(".tmp") and p.name != ".lock")
 
 
 def test_fifty_runs_spool_then_flush_delivers_exactly_fifty(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
@@ -235,7 +235,7 @@ def test_a_rejected_request_is_kept_as_rejected_and_resent_on_demand(
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = big.url
     again = subprocess.run([GLIA, "flush", "--retry-rejected"], env=env, capture_output=True, text=True, timeout=30)
     assert again.returncode == 0, again.stderr
-    assert not list(spool.iterdir())
+    assert not _spooled(spool)
     assert [r["name"] for r in sql("SELECT name FROM spans")] == ["big"]
 
 
@@ -255,3 +255,23 @@ def test_a_wrong_endpoint_path_keeps_the_runs_for_later(tmp_path: Path, receiver
     right = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
     assert right.returncode == 0, right.stderr
     assert [r["name"] for r in sql("SELECT name FROM spans")] == ["x"]
+
+
+def test_a_second_flusher_steps_aside(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    import fcntl
+
+    spool = tmp_path / "spool"
+    receiver.stop()
+    env = client_env(receiver.url, spool)
+    assert subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True).returncode == 0
+    assert len(_spooled(spool)) == 1
+    receiver.start()
+    with open(spool / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
+        assert busy.returncode == 0 and "another flush" in busy.stdout, busy
+        assert len(_spooled(spool)) == 1
+        assert sql("SELECT count(*) AS n FROM spans")[0]["n"] == 0
+    done = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert sql("SELECT count(*) AS n FROM spans")[0]["n"] == 1
