@@ -95,6 +95,7 @@ def create(tag: str) -> Cgroup | None:
                 continue
             if "memory" not in enabled:
                 continue
+            _remove_leftovers(base, "memory.peak", 2)
             made = _mkdir(os.path.join(base, name), "memory.peak", 2)
             if made is not None:
                 return made
@@ -102,10 +103,31 @@ def create(tag: str) -> Cgroup | None:
         for point, fstype, opts in mounts:
             if fstype == "cgroup" and "memory" in opts.split(","):
                 base = point + v1_path.rstrip("/") if v1_path != "/" else point
+                _remove_leftovers(base, "memory.max_usage_in_bytes", 1)
                 made = _mkdir(os.path.join(base, name), "memory.max_usage_in_bytes", 1)
                 if made is not None:
                     return made
     return None
+
+
+def _remove_leftovers(base: str, peak_file: str, version: int) -> None:
+    """Remove `glia-<pid>-*` cgroups whose glia is gone (killed before it could remove its own)."""
+    try:
+        entries = [e.name for e in os.scandir(base) if e.name.startswith("glia-")]
+    except OSError:
+        return
+    for name in entries:
+        pid_text = name.split("-")[1]
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # that glia still runs
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # it exists, under another user
+        Cgroup(os.path.join(base, name), peak_file, version).remove()
 
 
 def _mkdir(path: str, peak_file: str, version: int) -> Cgroup | None:

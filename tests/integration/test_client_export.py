@@ -57,3 +57,14 @@ def test_spool_writes_do_not_rescan_the_directory_each_time(tmp_path: Any, monke
     files = list((tmp_path / "spool").iterdir())
     assert sum(f.stat().st_size for f in files) <= 2000
     assert len(scans) < 30  # scanned only when over the bound
+
+
+def test_an_http_protocol_error_is_no_answer_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.client
+
+    def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise http.client.BadStatusLine("garbage")  # an HTTPException, not an OSError
+
+    monkeypatch.setattr(http.client.HTTPSConnection, "request", broken)
+    status, detail = _export.post("https://127.0.0.1:9/v1/traces", b"x", "application/x-protobuf", {}, 1.0, False)
+    assert status == _export.NO_ANSWER and "BadStatusLine" in detail

@@ -31,31 +31,27 @@ def _json(value: Any) -> Any:
 
 def test_command_row(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     env = client_env(receiver.url, tmp_path / "spool")
-    proc = glia_run(
-        [
-            "--name",
-            "step1",
-            "--attr",
-            "sample=S1",
-            "--",
-            "sh",
-            "-c",
-            "echo out; echo err >&2; exit 3",
-            "--password",
-            "hunter2",
-        ],
-        env,
+    args = ["--name", "step1", "--attr", "sample=S1", "--", "sh", "-c", "echo out $$; echo err >&2; exit 3"]
+    proc = subprocess.Popen(
+        [GLIA, "run", *args, "--password", "hunter2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3
-    assert proc.stdout == "out\n" and proc.stderr == "err\n"
+    word, child_pid = out.split()
+    assert word == "out" and err == "err\n"
     (row,) = sql("SELECT * FROM spans")
+    assert row["process_pid"] == int(child_pid)
+    assert row["process_parent_pid"] == proc.pid  # glia itself
     assert row["name"] == "step1"
     assert row["run_kind"] == "command"
     assert row["exit_code"] == 3 and row["status_code"] == 2
     assert row["service_name"] == "sh"
     assert row["process_executable_name"] == "sh"
     assert row["process_command_args"][-2:] == ["--password", "[REDACTED]"]
-    assert row["process_parent_pid"] == os.getpid() or row["process_parent_pid"] > 0
     assert row["peak_rss_method"] in ("cgroup", "sampled-tree", "wait4")
     assert row["peak_rss_bytes"] > 0
     attrs = _json(row["attributes"])
@@ -87,10 +83,11 @@ def test_script_is_hashed_and_stdin_passes_through(tmp_path: Path, receiver: Rec
     assert row["service_name"] == "upper"
 
 
-def test_bad_commands_say_so_plainly(tmp_path: Path) -> None:
-    env = client_env(None, tmp_path / "spool", GLIA_EXPORT_DEADLINE_MS="50")
+def test_bad_commands_say_so_plainly(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    env = client_env(receiver.url, tmp_path / "spool")
     proc = glia_run([], env)
     assert proc.returncode == 2 and "no command given" in proc.stderr
+    assert sql("SELECT count(*) AS n FROM spans")[0]["n"] == 0  # no command, no run
     proc = glia_run(["--", "no-such-command-xyz"], env)
     assert proc.returncode == 127
     assert "no-such-command-xyz: command not found" in proc.stderr
@@ -100,6 +97,28 @@ def test_bad_commands_say_so_plainly(tmp_path: Path) -> None:
     assert proc.returncode == 126
     assert "Permission denied" in proc.stderr
     assert "Traceback" not in proc.stderr
+    rows = sql("SELECT process_executable_name AS exe, exit_code, status_code FROM spans ORDER BY exit_code")
+    assert rows == [
+        {"exe": "data.txt", "exit_code": 126, "status_code": 2},
+        {"exe": "no-such-command-xyz", "exit_code": 127, "status_code": 2},
+    ]
+    assert not list((tmp_path / "spool").glob("*.pb*"))
+
+
+def test_leftover_cgroups_of_dead_glia_processes_are_removed(tmp_path: Path) -> None:
+    from glia_otel import _cgroup
+
+    probe = _cgroup.create("probe")
+    need(probe is not None, "no memory cgroup can be made here")
+    assert probe is not None
+    probe.remove()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = Path(probe.path).with_name(f"glia-{dead.pid}-dead00")
+    leftover.mkdir()
+    env = client_env(None, tmp_path / "spool", GLIA_EXPORT_DEADLINE_MS="50")
+    assert glia_run(["--", "true"], env).returncode == 0
+    assert not leftover.exists()
 
 
 def test_signal_is_forwarded_and_exit_is_128_plus_n(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
