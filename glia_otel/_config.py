@@ -121,9 +121,10 @@ def parse_bool(name: str, value: str) -> bool:
     raise ValueError(f"{name}={value!r}: expected true or false")
 
 
-def parse_headers(name: str, value: str) -> dict[str, str]:
-    """Parse `key1=value1,key2=value2` (values URL-encoded, as the OTLP exporter spec says)."""
-    headers: dict[str, str] = {}
+def parse_key_values(name: str, value: str, lower_keys: bool = False) -> dict[str, str]:
+    """Parse `key1=value1,key2=value2`, keys and values URL-encoded (the syntax of the OTLP `*_HEADERS` and
+    `OTEL_RESOURCE_ATTRIBUTES` variables)."""
+    out: dict[str, str] = {}
     for item in value.split(","):
         if not item.strip():
             continue
@@ -131,22 +132,32 @@ def parse_headers(name: str, value: str) -> dict[str, str]:
         key = unquote(key.strip())
         if not sep or not key:
             raise ValueError(f"{name}: malformed entry {item.strip()!r}, expected key=value")
-        headers[key.lower()] = unquote(val.strip())
-    return headers
+        out[key.lower() if lower_keys else key] = unquote(val.strip())
+    return out
+
+
+def parse_headers(name: str, value: str) -> dict[str, str]:
+    """Parse an OTLP headers variable (header names are case-insensitive: kept lower-case)."""
+    return parse_key_values(name, value, lower_keys=True)
 
 
 def parse_resource_attributes(name: str, value: str) -> dict[str, str]:
-    """Parse `OTEL_RESOURCE_ATTRIBUTES` (same `k=v,k=v` syntax as headers, keys kept as given)."""
-    attrs: dict[str, str] = {}
-    for item in value.split(","):
-        if not item.strip():
-            continue
-        key, sep, val = item.partition("=")
-        key = unquote(key.strip())
-        if not sep or not key:
-            raise ValueError(f"{name}: malformed entry {item.strip()!r}, expected key=value")
-        attrs[key] = unquote(val.strip())
-    return attrs
+    """Parse `OTEL_RESOURCE_ATTRIBUTES` (keys kept as given)."""
+    return parse_key_values(name, value)
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """(trace id, span id, flags) of a W3C `traceparent` value; None if it is malformed or has a zero id."""
+    parts = value.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16 or len(parts[3]) < 2:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, flags
 
 
 def parse_timeout_ms(name: str, value: str) -> float:

@@ -94,18 +94,6 @@ def exit_code_of(status: int) -> int:
     return 1
 
 
-def _parse_traceparent(value: str) -> tuple[int, int] | None:
-    parts = value.strip().split("-")
-    try:
-        if len(parts) >= 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
-            trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
-            if trace_id and span_id:
-                return trace_id, span_id
-    except ValueError:
-        pass
-    return None
-
-
 def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
     """Fork and exec; returns (pid, fd to read with `_exec_result` once the child has ended).
 
@@ -193,7 +181,7 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
 
-    from ._config import load_settings
+    from ._config import load_settings, parse_traceparent
 
     try:
         settings = load_settings(record_args=None if record_args else False)
@@ -209,7 +197,7 @@ def main(argv: list[str]) -> int:
     from . import _cgroup
     from ._measure import read_io
 
-    inherited = _parse_traceparent(os.environ.get("TRACEPARENT", ""))
+    inherited = parse_traceparent(os.environ.get("TRACEPARENT", ""))
     trace_id = inherited[0] if inherited else int.from_bytes(os.urandom(16), "big") or 1
     parent_span_id = inherited[1] if inherited else 0
     span_id = int.from_bytes(os.urandom(8), "big") or 1

@@ -203,19 +203,16 @@ def shutdown() -> None:
 
 def _traceparent_context() -> Context | None:
     """A parent context from the `TRACEPARENT` variable that `glia run` passes to its child."""
+    from ._config import parse_traceparent
+
     value = os.environ.get("TRACEPARENT", "").strip()
     if not value:
         return None
-    parts = value.split("-")
-    try:
-        if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-            raise ValueError
-        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
-    except ValueError:
+    parsed = parse_traceparent(value)
+    if parsed is None:
         warn_once("traceparent", "ignoring malformed TRACEPARENT=%r", value)
         return None
-    if not trace_id or not span_id:
-        return None
+    trace_id, span_id, flags = parsed
     from opentelemetry import trace
 
     ctx = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))

@@ -95,3 +95,23 @@ def test_malformed_values_raise_value_error(var: str, value: str, message: str) 
     with pytest.raises(ValueError, match=var) as info:
         load_settings({var: value})
     assert message in str(info.value)
+
+
+def test_one_traceparent_parser_for_glia_run_and_the_api() -> None:
+    from glia_otel._config import parse_traceparent
+
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert parse_traceparent(tp) == (0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, 1)
+    assert parse_traceparent(f"  {tp}\n") is not None
+    for bad in ("", "00-xyz-b7ad6b7169203331-01", "00-" + "0" * 32 + "-b7ad6b7169203331-01", "00-abc-def"):
+        assert parse_traceparent(bad) is None, bad
+
+
+def test_headers_and_resource_attributes_share_one_syntax() -> None:
+    from glia_otel._config import parse_headers, parse_resource_attributes
+
+    text = "Api-Key=a%20b, service.name=svc ,"
+    assert parse_headers("H", text) == {"api-key": "a b", "service.name": "svc"}
+    assert parse_resource_attributes("R", text) == {"Api-Key": "a b", "service.name": "svc"}
+    with pytest.raises(ValueError, match="R: malformed entry 'novalue'"):
+        parse_resource_attributes("R", "a=1,novalue")
