@@ -1,16 +1,20 @@
 # Sending a request to the OTLP/HTTP endpoint within the export deadline, and spooling it when that fails.
 
+# As in the Python client (glia_otel/_export.py): busy or down, and misconfigured (wrong key, path or proxy), are
+# spooled and resent later; a body refused for what it is (400, 413, ...) is kept in the spool as `.rejected`.
 .retryable_statuses <- c(429L, 502L, 503L, 504L)
+.endpoint_problem_statuses <- c(401L, 403L, 404L, 405L, 407L, 408L)
 
-#' POSTs one OTLP JSON request. Returns "sent", "spooled" or "dropped"; never raises.
+#' POSTs one OTLP JSON request. Returns "sent", "spooled", "rejected" or "dropped"; never raises.
 #' @noRd
 .export <- function(body, settings) {
   outcome <- .post(body, settings)
   if (identical(outcome$result, "sent")) return("sent")
   if (identical(outcome$result, "rejected")) {
-    .log(sprintf("the endpoint %s rejected the run (HTTP %d: %s); not retrying it",
-                 settings$endpoint, outcome$status, outcome$detail))
-    return("dropped")
+    path <- .spool_write(body, settings, rejected = TRUE)
+    .log(sprintf("the endpoint %s rejected the run (HTTP %d: %s); kept as %s, 'glia flush --retry-rejected' resends it",
+                 settings$endpoint, outcome$status, outcome$detail, if (is.null(path)) "nothing" else path))
+    return(if (is.null(path)) "dropped" else "rejected")
   }
   path <- .spool_write(body, settings)
   if (is.null(path)) return("dropped")
@@ -36,7 +40,7 @@
     if (status >= 200 && status < 300) {
       .log_partial_success(detail)
       list(result = "sent", status = status, detail = detail)
-    } else if (status %in% .retryable_statuses) {
+    } else if (status %in% c(.retryable_statuses, .endpoint_problem_statuses)) {
       list(result = "retry", status = status, detail = sprintf("HTTP %d", status))
     } else {
       list(result = "rejected", status = status, detail = detail)
@@ -69,12 +73,13 @@
 }
 
 #' Writes a request body to the spool (tmp file, then rename); returns the path, or NULL when it cannot.
+#' `rejected`: a body the endpoint refused, kept as `<name>.rejected` and not resent until asked.
 #' @noRd
-.spool_write <- function(body, settings) {
+.spool_write <- function(body, settings, rejected = FALSE) {
   tryCatch({
     dir <- settings$spool_dir
     if (!dir.exists(dir)) dir.create(dir, recursive = TRUE, mode = "0700", showWarnings = FALSE)
-    path <- file.path(dir, .spool_name())
+    path <- file.path(dir, paste0(.spool_name(), if (rejected) ".rejected" else ""))
     tmp <- paste0(path, ".tmp")
     con <- file(tmp, open = "wb")
     writeBin(charToRaw(enc2utf8(body)), con)
@@ -95,7 +100,7 @@
 # Keeps the spool under its size bound by deleting the oldest files first (names start with the time in ns).
 .spool_trim <- function(dir, max_bytes, keep) {
   files <- list.files(dir, full.names = FALSE)
-  files <- sort(files[!grepl("\\.tmp$", files)])
+  files <- sort(files[!grepl("\\.(tmp|rejected)$", files)])
   sizes <- file.size(file.path(dir, files))
   sizes[is.na(sizes)] <- 0
   total <- sum(sizes)

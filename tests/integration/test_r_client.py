@@ -95,7 +95,8 @@ def spans(sql: Sql) -> list[dict[str, Any]]:
 
 def spool_files(tmp_path: Path) -> list[str]:
     directory = tmp_path / "spool"
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    # `.lock` is glia flush's lock file, not a run
+    return sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) if directory.exists() else []
 
 
 def reference_peak_rss(tmp_path: Path, alloc_mib: int) -> int:
@@ -244,6 +245,53 @@ def test_endpoint_down_spools_and_flush_delivers_once(
     rows = spans(sql)
     assert sorted(r["name"] for r in rows) == ["example", "fit"]
     assert next(r for r in rows if r["name"] == "example")["attributes"]["dataset"] == "cars"
+
+
+def test_a_wrong_key_is_spooled_and_a_refused_body_kept_as_rejected(
+    receiver_factory: Callable[..., ReceiverServer], database_url: str, sql: Sql, tmp_path: Path
+) -> None:
+    """As the Python client: 401 is the endpoint's problem (spooled); 413 is the body's (kept as .rejected)."""
+    import asyncio
+
+    import asyncpg
+
+    from receiver.auth import create_key
+
+    async def make_key() -> str:
+        conn = await asyncpg.connect(database_url)
+        try:
+            key, _ = await create_key(conn, "r-test", "ingest")
+            return key
+        finally:
+            await conn.close()
+
+    key = asyncio.run(make_key())
+    keyed = receiver_factory(key_cache_seconds=0.1)
+    result = run(["Rscript", str(EXAMPLE), "--alloc-mib", "10"], r_env(tmp_path, keyed.url))
+    assert result.returncode == 0, result.stderr
+    assert "HTTP 401" in result.stderr or "401" in result.stderr, result.stderr
+    assert len(spool_files(tmp_path)) == 2 and not any(f.endswith(".rejected") for f in spool_files(tmp_path))
+    flushed = run(
+        glia_cli("flush", "--spool-dir", str(tmp_path / "spool"), "--endpoint", keyed.url),
+        r_env(tmp_path, keyed.url, OTEL_EXPORTER_OTLP_HEADERS=f"Authorization=Bearer%20{key}"),
+    )
+    assert flushed.returncode == 0, flushed.stderr
+    assert spool_files(tmp_path) == []
+    assert sorted(r["name"] for r in spans(sql)) == ["example", "fit"]
+
+    small = receiver_factory(max_body_bytes=1024)
+    headers = {"OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Bearer%20{key}"}
+    result = run(["Rscript", str(EXAMPLE), "--alloc-mib", "10"], r_env(tmp_path, small.url, **headers))
+    assert result.returncode == 0, result.stderr
+    rejected = [f for f in spool_files(tmp_path) if f.endswith(".json.rejected")]
+    assert len(rejected) == 2, spool_files(tmp_path)
+    flushed = run(
+        glia_cli("flush", "--retry-rejected", "--spool-dir", str(tmp_path / "spool"), "--endpoint", keyed.url),
+        r_env(tmp_path, keyed.url, **headers),
+    )
+    assert flushed.returncode == 0, flushed.stderr
+    assert spool_files(tmp_path) == []
+    assert len(spans(sql)) == 4
 
 
 def test_export_deadline_bounds_an_unanswering_endpoint(tmp_path: Path) -> None:
