@@ -115,7 +115,7 @@ def part1(reps: int, stock_reps: int) -> None:
         plain = [exit_delay(d / "plain.py", env) for _ in range(reps)]
         sdk = [exit_delay(d / "sdk.py", env) for _ in range(reps)]
         glia = [exit_delay(d / "glia.py", env) for _ in range(reps)]
-        spooled = len([p for p in spool.glob("*") if not p.name.endswith(".tmp")])
+        spooled = len([p for p in spool.glob("*") if not p.name.endswith(".tmp") and not p.name.startswith(".")])
         stock = [exit_delay(d / "stock.py", env) for _ in range(stock_reps)]
     med = {k: statistics.median(x[0] for x in v) for k, v in (("plain", plain), ("glia", glia), ("stock", stock))}
     sdk_exit = statistics.median(x[0] for x in sdk)
@@ -144,7 +144,9 @@ def part1(reps: int, stock_reps: int) -> None:
         (d / "glia.py").write_text(GLIA_SCRIPT)
         env = env_for(f"http://127.0.0.1:{silent.getsockname()[1]}", d / "spool")
         hung = [exit_delay(d / "glia.py", env) for _ in range(max(3, reps // 3))]
-        spooled = len([p for p in (d / "spool").glob("*") if not p.name.endswith(".tmp")])
+        spooled = len(
+            [p for p in (d / "spool").glob("*") if not p.name.endswith(".tmp") and not p.name.startswith(".")]
+        )
     print(
         f"  endpoint accepting but never answering: glia exit delay median "
         f"{statistics.median(x[0] for x in hung) * 1000:.1f} ms (the 250 ms deadline, then the spool); "
