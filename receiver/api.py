@@ -465,6 +465,13 @@ async def runs_endpoint(
     return _json({"runs": rows, "next_cursor": next_cursor})
 
 
+async def _run_or_404(conn: asyncpg.Connection, run_id: str) -> dict[str, Any]:
+    run = await get_run(conn, run_id)
+    if run is None:
+        raise HTTPException(404, f"no run with id {run_id}")
+    return run
+
+
 RunId = Annotated[str, PathParam(pattern=RUN_ID_PATTERN, description="the run's span id: 16 hex digits")]
 
 
@@ -477,9 +484,7 @@ RunId = Annotated[str, PathParam(pattern=RUN_ID_PATTERN, description="the run's 
 async def run_endpoint(request: Request, run_id: RunId) -> Response:
     """The run and its child spans (depth first, at most 1000)."""
     async with _connection(request) as conn:
-        run = await get_run(conn, run_id)
-        if run is None:
-            raise HTTPException(404, f"no run with id {run_id}")
+        run = await _run_or_404(conn, run_id)
         run["children"] = await run_children(conn, run)
     return _json(run)
 
@@ -493,9 +498,7 @@ async def run_endpoint(request: Request, run_id: RunId) -> Response:
 async def run_metrics_endpoint(request: Request, run_id: RunId) -> Response:
     """The points its process reported while the run was going, one series per metric and attribute set."""
     async with _connection(request) as conn:
-        run = await get_run(conn, run_id)
-        if run is None:
-            raise HTTPException(404, f"no run with id {run_id}")
+        run = await _run_or_404(conn, run_id)
         series = await run_metrics(conn, run)
     return _json({"run_id": run["run_id"], "series": series})
 
