@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ReceiverServer
+from tests.conftest import ReceiverServer, need
 from tests.integration.test_client_track import GLIA, Sql, client_env, run_python
 
 FIFTY_RUNS = """
@@ -275,3 +279,232 @@ def test_a_second_flusher_steps_aside(tmp_path: Path, receiver: ReceiverServer, 
     done = subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert sql("SELECT count(*) AS n FROM spans")[0]["n"] == 1
+
+
+# --- A spool that cannot be trusted (issue 9, item 9) -------------------------------------------------------------
+# Tests run as root here; `nobody` plays the other user who plants files and owns directories.
+
+
+def _nobody() -> tuple[int, int]:
+    import pwd
+
+    need(os.geteuid() == 0, "planting files as another user needs root")
+    entry = pwd.getpwnam("nobody")
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory `nobody` can traverse (pytest's tmp_path is root's alone), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="glia-test-spool-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _request_file(tmp_path: Path, name: str) -> Path:
+    """A real spool file holding one run called `name` (spooled by `glia run` with the endpoint down)."""
+    private = tmp_path / f"made-{name}"
+    env = client_env(None, private)
+    assert subprocess.run([GLIA, "run", "--name", name, "--", "true"], env=env, capture_output=True).returncode == 0
+    (made,) = _spooled(private)
+    return made
+
+
+def _names(sql: Sql) -> list[str]:
+    return sorted(r["name"] for r in sql("SELECT name FROM spans"))
+
+
+def _flush(env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GLIA, "flush"], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_spool_is_created_0700_and_its_files_0600(tmp_path: Path) -> None:
+    spool = tmp_path / "state" / "glia" / "spool"
+    env = client_env(None, spool)
+    assert subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True).returncode == 0
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    assert stat.S_IMODE(spool.parent.stat().st_mode) == 0o700  # what glia creates, it creates private (XDG)
+    (made,) = _spooled(spool)
+    assert stat.S_IMODE(made.stat().st_mode) == 0o600
+
+
+def test_flush_does_not_follow_a_symlink_to_a_private_file(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    spool = tmp_path / "spool"
+    receiver.stop()
+    env = client_env(receiver.url, spool)
+    assert subprocess.run([GLIA, "run", "--name", "good", "--", "true"], env=env, capture_output=True).returncode == 0
+    # A private file elsewhere that would be stored if it were posted, and a link to it named like a spool file.
+    secret = tmp_path / "secret.pb.gz"
+    _request_file(tmp_path, "secret").rename(secret)
+    secret.chmod(0o600)
+    link = spool / "1000000000000000000-1-00000000.pb.gz"
+    link.symlink_to(secret)
+    receiver.start()
+
+    flushed = _flush(env)
+    assert _names(sql) == ["good"]  # the good file was sent, nothing through the link
+    assert link.is_symlink() and secret.exists()  # left where they are
+    assert flushed.returncode == 1, flushed
+    assert str(link) in flushed.stderr and "symbolic link" in flushed.stderr, flushed.stderr
+    assert "1 refused" in flushed.stderr, flushed.stderr
+
+
+def test_a_fifo_in_the_spool_does_not_hang_flush(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    spool = tmp_path / "spool"
+    receiver.stop()
+    env = client_env(receiver.url, spool)
+    assert subprocess.run([GLIA, "run", "--name", "good", "--", "true"], env=env, capture_output=True).returncode == 0
+    fifo = spool / "1000000000000000000-1-00000000.pb"
+    os.mkfifo(fifo)
+    receiver.start()
+    flushed = _flush(env, timeout=10)  # opening a FIFO to read blocks until a writer comes: never
+    assert _names(sql) == ["good"]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert flushed.returncode == 1 and str(fifo) in flushed.stderr and "FIFO" in flushed.stderr, flushed.stderr
+
+
+def test_flush_refuses_files_of_another_user_and_hard_links(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    uid, gid = _nobody()
+    spool = tmp_path / "spool"
+    receiver.stop()
+    env = client_env(receiver.url, spool)
+    assert subprocess.run([GLIA, "run", "--name", "good", "--", "true"], env=env, capture_output=True).returncode == 0
+    theirs = spool / "1000000000000000000-1-00000001.pb.gz"
+    _request_file(tmp_path, "theirs").rename(theirs)
+    os.chown(theirs, uid, gid)
+    linked = spool / "1000000000000000000-1-00000002.pb.gz"
+    outside = tmp_path / "outside.pb.gz"
+    _request_file(tmp_path, "linked").rename(outside)
+    os.link(outside, linked)
+    receiver.start()
+
+    flushed = _flush(env)
+    assert _names(sql) == ["good"]
+    assert theirs.exists() and linked.exists()
+    assert flushed.returncode == 1, flushed
+    assert f"{theirs}: owned by nobody" in flushed.stderr, flushed.stderr
+    assert f"{linked}: has 2 hard links" in flushed.stderr, flushed.stderr
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o770, 0o720], ids=lambda m: f"{m:o}")
+def test_flush_refuses_a_spool_others_can_write(tmp_path: Path, receiver: ReceiverServer, sql: Sql, mode: int) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    _request_file(tmp_path, "planted").rename(spool / "1000000000000000000-1-00000000.pb.gz")
+    spool.chmod(mode)
+    flushed = _flush(client_env(receiver.url, spool))
+    assert flushed.returncode == 2, flushed
+    assert _names(sql) == []
+    assert f"the spool directory {spool} is writable by others (mode {mode:o}" in flushed.stderr, flushed.stderr
+    assert f"chmod go-w {spool}" in flushed.stderr, flushed.stderr
+    assert len(_spooled(spool)) == 1
+
+
+def test_root_does_not_send_what_nobody_planted(
+    shared_dir: Path, tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    """The reported case: a world-writable spool, a file written there by `nobody`, flushed by root with a key."""
+    _nobody()
+    spool = shared_dir / "spool"
+    spool.mkdir()
+    spool.chmod(0o777)
+    body = _request_file(tmp_path, "planted").read_bytes()
+    planted = spool / "1000000000000000000-1-00000000.pb.gz"
+    subprocess.run(["sh", "-c", f"cat > {planted}"], input=body, user="nobody", check=True)
+    env = client_env(receiver.url, spool, OTEL_EXPORTER_OTLP_HEADERS="Authorization=Bearer%20root-key")
+    flushed = _flush(env)
+    assert flushed.returncode == 2 and "writable by others" in flushed.stderr, flushed
+    assert _names(sql) == []
+    assert planted.exists()
+
+
+def test_flush_refuses_a_spool_owned_by_another_user(
+    tmp_path: Path, shared_dir: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    uid, gid = _nobody()
+    spool = shared_dir / "theirs"
+    spool.mkdir(mode=0o755)
+    os.chown(spool, uid, gid)
+    body = _request_file(tmp_path, "planted").read_bytes()
+    subprocess.run(
+        ["sh", "-c", f"cat > {spool}/1000000000000000000-1-00000000.pb.gz"], input=body, user="nobody", check=True
+    )
+    # directly, and through a link of root's own that points there
+    link = tmp_path / "spool-link"
+    link.symlink_to(spool)
+    for path in (spool, link):
+        flushed = _flush(client_env(receiver.url, path))
+        assert flushed.returncode == 2, flushed
+        assert "belongs to nobody" in flushed.stderr and "not to you (root" in flushed.stderr, flushed.stderr
+        assert "GLIA_SPOOL_DIR" in flushed.stderr, flushed.stderr
+    assert _names(sql) == []
+
+
+def test_a_spool_that_is_a_link_owned_by_another_user_is_refused(
+    tmp_path: Path, shared_dir: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    """The link's owner can point it anywhere, at any time: refused even while it points at root's own directory."""
+    _nobody()
+    own = tmp_path / "own"
+    own.mkdir(mode=0o700)
+    _request_file(tmp_path, "mine").rename(own / "1000000000000000000-1-00000000.pb.gz")
+    public = shared_dir / "public"
+    public.mkdir()
+    public.chmod(0o777)
+    link = public / "spool"
+    subprocess.run(["ln", "-s", str(own), str(link)], user="nobody", check=True)
+    assert link.lstat().st_uid != 0
+    flushed = _flush(client_env(receiver.url, link))
+    assert flushed.returncode == 2, flushed
+    assert f"the spool directory {link} is a symbolic link owned by nobody" in flushed.stderr, flushed.stderr
+    assert _names(sql) == []
+    # The same directory, named directly, is fine.
+    assert _flush(client_env(receiver.url, own)).returncode == 0
+    assert _names(sql) == ["mine"]
+
+
+def test_background_resend_refuses_a_spool_others_can_write(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    planted = spool / "1000000000000000000-1-00000000.pb.gz"
+    _request_file(tmp_path, "planted").rename(planted)
+    spool.chmod(0o777)
+    env = client_env(receiver.url, spool)
+    proc = subprocess.run([GLIA, "run", "--name", "job", "--", "sleep", "1"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert _names(sql) == ["job"]  # the run itself went straight to the receiver; nothing from the spool
+    assert planted.exists()
+    assert proc.stderr.count("will not use the spool") == 1, proc.stderr
+    assert "writable by others" in proc.stderr, proc.stderr
+
+
+def test_a_tracked_run_never_writes_into_a_refused_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spool.chmod(0o777)
+    env = client_env(None, spool, GLIA_EXPORT_DEADLINE_MS="250")
+    t0 = time.monotonic()
+    proc = run_python(tmp_path, FIFTY_RUNS, env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert time.monotonic() - t0 < 10
+    assert list(spool.iterdir()) == []
+    assert proc.stderr.count("will not use the spool") == 1, proc.stderr
+    assert "are lost" in proc.stderr, proc.stderr
+    run = subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stderr.count("will not use the spool") == 1, run.stderr
+    assert list(spool.iterdir()) == []
+
+
+def test_a_link_in_the_spool_never_counts_towards_its_bound(tmp_path: Path) -> None:
+    """A link to a big file must neither make the client drop real runs to stay under the bound nor be deleted."""
+    spool = tmp_path / "spool"
+    env = client_env(None, spool, GLIA_SPOOL_MAX_BYTES="100000")
+    assert subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True).returncode == 0
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * 1_000_000)
+    link = spool / "1000000000000000000-1-00000000.pb"
+    link.symlink_to(big)
+    assert subprocess.run([GLIA, "run", "--", "true"], env=env, capture_output=True).returncode == 0
+    assert link.is_symlink() and big.stat().st_size == 1_000_000
+    assert len([p for p in _spooled(spool) if not p.is_symlink()]) == 2
