@@ -72,6 +72,47 @@
   sprintf("%s-%d-%s.json", .unix_nano(Sys.time()), Sys.getpid(), .random_hex(4))
 }
 
+# The spool is resent by `glia flush` with the user's headers (an ingest key), so, as in glia_otel/_spool.py, R
+# writes only into a directory of the user's own that no one else can write, and its files are 0600 from the start.
+# R has no fstat on an open descriptor, so the directory is checked by its path just before each write; a directory
+# only the user can write is one whose entries nobody else can change in between.
+
+#' Why the spool directory must not be used, with how to fix it; NULL when it is the user's own.
+#' @noRd
+.spool_dir_problem <- function(dir) {
+  # file.info() follows a symbolic link: what is checked is the directory written into. (R cannot look at the link
+  # itself; the Python client also refuses a link owned by another user.)
+  info <- file.info(dir, extra_cols = TRUE)
+  if (is.na(info$isdir) || !info$isdir) stop(dir, " is not a directory")  # cannot be written: not unsafe
+  me <- ps::ps_uids()[["effective"]]
+  if (info$uid != me) {
+    return(sprintf(paste0(
+      "the spool directory %s belongs to %s (uid %d), not to you (%s, uid %d): files there would be sent with ",
+      "your headers; set GLIA_SPOOL_DIR to a directory of your own, or remove it and glia creates it (mode 0700)"),
+      dir, info$uname, info$uid, Sys.info()[["effective_user"]], me))
+  }
+  mode <- as.integer(info$mode)
+  writable <- bitwAnd(mode, strtoi("22", 8L))
+  if (writable != 0) {
+    whom <- if (writable == strtoi("20", 8L)) "its group" else if (writable == 2L) "the world" else "its group and the world"
+    return(sprintf(paste0(
+      "the spool directory %s is writable by others (mode %s: %s can write): anyone who can write there could ",
+      "plant requests sent with your headers, or links to your files; fix it with `chmod go-w %s` (glia creates ",
+      "it 0700) or set GLIA_SPOOL_DIR to another"),
+      dir, format(as.octmode(mode)), whom, dir))
+  }
+  NULL
+}
+
+# Writes `bytes` to a new file that is 0600 from the start (not chmod-ed after).
+.write_private <- function(path, bytes) {
+  old <- Sys.umask("077")
+  on.exit(Sys.umask(old))
+  con <- file(path, open = "wb")
+  on.exit(close(con), add = TRUE)
+  writeBin(bytes, con)
+}
+
 #' Writes a request body to the spool (tmp file, then rename); returns the path, or NULL when it cannot.
 #' `rejected`: a body the endpoint refused, kept as `<name>.rejected` and not resent until asked.
 #' @noRd
@@ -79,11 +120,16 @@
   tryCatch({
     dir <- settings$spool_dir
     if (!dir.exists(dir)) dir.create(dir, recursive = TRUE, mode = "0700", showWarnings = FALSE)
+    problem <- .spool_dir_problem(dir)
+    if (!is.null(problem)) {
+      .log_once(paste0("spool-unsafe:", dir), paste0(
+        "will not use the spool: ", problem, ". Until then nothing is written to it: runs the endpoint cannot ",
+        "take are lost"))
+      return(NULL)
+    }
     path <- file.path(dir, paste0(.spool_name(), if (rejected) ".rejected" else ""))
     tmp <- paste0(path, ".tmp")
-    con <- file(tmp, open = "wb")
-    writeBin(charToRaw(enc2utf8(body)), con)
-    close(con)
+    .write_private(tmp, charToRaw(enc2utf8(body)))
     if (!file.rename(tmp, path)) {
       unlink(tmp)
       stop("could not rename ", tmp)
@@ -97,11 +143,18 @@
   })
 }
 
-# Keeps the spool under its size bound by deleting the oldest files first (names start with the time in ns).
+# Spool file names (docs/attributes.md): what the size bound may count and drop; anything else is not the client's.
+.spool_file_pattern <- "^(metrics-)?[0-9]+(-[^/]*)?\\.(pb|json)(\\.gz)?$"
+
+# Keeps the spool under its size bound by deleting the oldest files first (names start with the time in ns). Only
+# the spool's own regular files count and go: a link to a big file must not make real runs go, nor be followed.
 .spool_trim <- function(dir, max_bytes, keep) {
-  files <- list.files(dir, full.names = FALSE)
-  files <- sort(files[!grepl("\\.(tmp|rejected)$", files)])
-  sizes <- file.size(file.path(dir, files))
+  files <- sort(list.files(dir, pattern = .spool_file_pattern))
+  paths <- file.path(dir, files)
+  link <- Sys.readlink(paths)
+  plain <- !is.na(link) & !nzchar(link) & !dir.exists(paths)
+  files <- files[plain]
+  sizes <- file.size(paths[plain])
   sizes[is.na(sizes)] <- 0
   total <- sum(sizes)
   dropped <- 0L

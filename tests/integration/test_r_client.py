@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -234,6 +235,9 @@ def test_endpoint_down_spools_and_flush_delivers_once(
     assert len(files) == 2  # one request per run: the script and its nested fit
     assert all(re.fullmatch(r"\d{19}-\d+-[0-9a-f]+\.json", f) for f in files)
     assert elapsed < 30
+    # private from the start: what `glia flush` accepts (the user's own directory and plain 0600 files)
+    assert stat.S_IMODE((tmp_path / "spool").stat().st_mode) == 0o700
+    assert all(stat.S_IMODE((tmp_path / "spool" / f).stat().st_mode) == 0o600 for f in files)
 
     receiver.start()
     for _ in range(2):
@@ -245,6 +249,37 @@ def test_endpoint_down_spools_and_flush_delivers_once(
     rows = spans(sql)
     assert sorted(r["name"] for r in rows) == ["example", "fit"]
     assert next(r for r in rows if r["name"] == "example")["attributes"]["dataset"] == "cars"
+
+
+
+
+def test_a_spool_others_can_write_is_refused_by_r_and_by_flush(
+    receiver: ReceiverServer, sql: Sql, tmp_path: Path
+) -> None:
+    """R writes nothing into it (the run is lost, once said why); `glia flush` does not send what was planted there."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    planted = spool / "1000000000000000000-1-00000000.json"
+    now = time.time_ns()
+    span = {"traceId": "1" * 32, "spanId": "2" * 16, "name": "planted"}
+    span |= {"startTimeUnixNano": str(now - 10**9), "endTimeUnixNano": str(now)}
+    planted.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}))
+    spool.chmod(0o777)
+    receiver.stop()
+    result = run(["Rscript", str(EXAMPLE), "--alloc-mib", "10"], r_env(tmp_path, receiver.url))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("will not use the spool") == 1, result.stderr
+    assert f"{spool} is writable by others (mode 777" in result.stderr, result.stderr
+    assert spool_files(tmp_path) == [planted.name]
+    receiver.start()
+    flush = glia_cli("flush", "--spool-dir", str(spool), "--endpoint", receiver.url)
+    flushed = run(flush, r_env(tmp_path, None))
+    assert flushed.returncode == 2 and "writable by others" in flushed.stderr, flushed.stderr
+    assert spans(sql) == []
+    spool.chmod(0o700)  # fixed as the message says: then it is sent
+    flushed = run(flush, r_env(tmp_path, None))
+    assert flushed.returncode == 0, flushed.stderr
+    assert [r["name"] for r in spans(sql)] == ["planted"]
 
 
 def test_a_wrong_key_is_spooled_and_a_refused_body_kept_as_rejected(

@@ -71,3 +71,75 @@ test_that("endpoint settings follow the OTEL precedence", {
   with_env(c(GLIA_SPOOL_DIR = "", XDG_STATE_HOME = "/st"), expect_identical(s()$spool_dir, "/st/glia/spool"))
   with_env(c(GLIA_EXPORT_DEADLINE_MS = "nonsense"), expect_identical(s()$deadline_ms, 250))
 })
+
+# The spool is sent by `glia flush` with the user's headers: R writes only into a directory of the user's own that
+# no one else can write, and its files are private from the start (the rules of glia_otel/_spool.py).
+spool_down <- function(dir) {
+  c(GLIA_SPOOL_DIR = dir, OTEL_EXPORTER_OTLP_ENDPOINT = sprintf("http://127.0.0.1:%d", free_port()))
+}
+
+stderr_of <- function(code) capture.output(code, type = "message")
+
+# Each test starts with no warnings given, as a fresh process would.
+forget_warnings <- function() assign("logged", character(), envir = get(".glia", envir = asNamespace("glia")))
+
+test_that("the spool is created 0700 and its files 0600", {
+  dir <- file.path(tempfile("state"), "glia", "spool")
+  with_env(spool_down(dir), glia_track(1))
+  expect_identical(as.character(file.info(dir)$mode), "700")
+  files <- spool_files(dir)
+  expect_length(files, 1)
+  expect_identical(as.character(file.info(file.path(dir, files))$mode), "600")
+})
+
+test_that("a spool others can write is refused: nothing written, the run still returns, one message", {
+  for (mode in c("777", "1777", "770", "720")) {
+    dir <- tempfile("spool")
+    dir.create(dir)
+    Sys.chmod(dir, mode, use_umask = FALSE)
+    forget_warnings()
+    err <- stderr_of(with_env(spool_down(dir), {
+      expect_identical(glia_track(7), 7)
+      expect_identical(glia_track(8), 8)
+    }))
+    expect_length(spool_files(dir), 0)
+    expect_identical(sum(grepl("will not use the spool", err)), 1L, info = paste(mode, err))
+    expect_true(any(grepl(sprintf("%s is writable by others (mode %s", dir, mode), err, fixed = TRUE)), info = err)
+    expect_true(any(grepl(sprintf("chmod go-w %s", dir), err, fixed = TRUE)), info = err)
+  }
+})
+
+test_that("a spool owned by another user is refused, directly or through a link", {
+  skip_if(ps::ps_uids()[["effective"]] != 0L, "making a directory another user's needs root")
+  dir <- tempfile("theirs")
+  dir.create(dir, mode = "0755")
+  expect_identical(system2("chown", c("nobody", dir)), 0L)
+  link <- tempfile("link")
+  file.symlink(dir, link)
+  for (path in c(dir, link)) {
+    forget_warnings()
+    err <- stderr_of(with_env(spool_down(path), expect_identical(glia_track(7), 7)))
+    expect_true(any(grepl(sprintf("%s belongs to nobody", path), err, fixed = TRUE)), info = err)
+  }
+  expect_length(spool_files(dir), 0)
+})
+
+test_that("the size bound counts and drops only the spool's own regular files", {
+  dir <- tempfile("spool")
+  dir.create(dir)
+  for (i in 1:5) writeBin(raw(1000), file.path(dir, sprintf("170000000000000000%d-1-aa.json", i)))
+  big <- tempfile("big")
+  writeBin(raw(100000), big)
+  link <- file.path(dir, "1600000000000000000-1-aa.json")  # the oldest name, a link to a big file elsewhere
+  file.symlink(big, link)
+  writeBin(raw(1000), file.path(dir, "notes.txt"))  # not a spool file: never the client's to delete
+  settings <- list(spool_dir = dir, spool_max_bytes = 3500, endpoint = "http://x")
+  path <- glia:::.spool_write(strrep("x", 1000), settings)
+  expect_false(is.null(path))
+  expect_identical(Sys.readlink(link), big)
+  expect_identical(file.size(big), 100000)
+  expect_true(file.exists(file.path(dir, "notes.txt")))
+  kept <- setdiff(spool_files(dir), c(basename(link), "notes.txt"))
+  expect_identical(length(kept), 3L)  # the two newest old files and the new one: the link's target counted nothing
+  expect_true(basename(path) %in% kept)
+})
