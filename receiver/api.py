@@ -1,21 +1,25 @@
 """The query API (`/api/runs`, `/api/runs/{id}`, `/api/runs/{id}/metrics`) and the read-only page at `/`.
 
-The queries themselves (`list_runs`, `get_run`, `run_children`, `run_metrics`) take an asyncpg connection, so
-`glia runs` and `glia show` run exactly what the API runs.
+The queries themselves (`list_runs`, `get_run`, `run_children`, `run_metrics`) take an asyncpg connection inside
+`read_transaction`, so `glia runs` and `glia show` run exactly what the API runs, under the same limits: a statement
+timeout of their own, values cut at a length with a marker, and pages that stop at a byte budget (`ReadLimits`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import enum
+import logging
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import orjson
@@ -25,6 +29,11 @@ from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
 from . import auth, queries, store
+from .errors import Unavailable
+from .settings import Settings
+
+T = TypeVar("T")
+log = logging.getLogger("glia.api")
 
 PAGE_DIR = Path(__file__).parent / "page"
 PAGE_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -32,6 +41,7 @@ RUN_ID_PATTERN = r"^[0-9a-fA-F]{16}$"
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_LIMIT = 500
+MAX_CHILDREN = 1000
 DATA_EXCEPTION = "22"  # SQLSTATE class: a value PostgreSQL cannot take, answered 422 on /api
 
 
@@ -207,6 +217,120 @@ def decode_cursor(cursor: str, sort: Sort) -> tuple[Any, str, str]:
         raise InvalidQuery("cursor", "is not a cursor this API handed out (use next_cursor as given)") from None
 
 
+# --- limits -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What bounds one read, from the API or the CLI (the GLIA_READ_* and GLIA_API_* settings)."""
+
+    statement_timeout_ms: int = 10_000
+    response_bytes: int = 4 * 1024 * 1024  # a page of runs, the children of a run, each bag of the run itself
+    list_value_chars: int = 4096  # a value in a row of /api/runs or a child span
+    list_row_bytes: int = 64 * 1024  # the attributes of a row of /api/runs or a child span
+    detail_value_chars: int = 65536  # a value of the run itself in /api/runs/{id}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReadLimits:
+        """The limits a receiver or a CLI command was configured with."""
+        return cls(
+            statement_timeout_ms=settings.read_statement_timeout_ms,
+            response_bytes=settings.api_response_bytes,
+            list_value_chars=settings.api_list_value_chars,
+            list_row_bytes=settings.api_list_row_bytes,
+            detail_value_chars=settings.api_detail_value_chars,
+        )
+
+    def timeout_message(self, exc: BaseException) -> str:
+        """What a read cancelled by its statement timeout tells the user."""
+        return (
+            f"the query did not finish within the read timeout of {self.statement_timeout_ms / 1000:g} s"
+            f" (GLIA_READ_STATEMENT_TIMEOUT_MS) and was cancelled: narrow it (a since/until range, a program) or"
+            f" retry later (PostgreSQL: {exc})"
+        )
+
+
+@contextlib.asynccontextmanager
+async def read_transaction(conn: asyncpg.Connection, limits: ReadLimits) -> AsyncIterator[asyncpg.Connection]:
+    """A read-only transaction whose statements each stop after the read timeout (shorter than ingest's, so reads
+    cannot hold the connections ingest needs). A timed-out statement raises `asyncpg.QueryCanceledError`."""
+    sql = queries.load("api.sql")
+    check_client = conn.get_server_version() >= (14, 0)
+    async with conn.transaction(readonly=True):
+        await conn.execute(
+            sql["read_settings_check_client" if check_client else "read_settings"], str(limits.statement_timeout_ms)
+        )
+        yield conn
+
+
+def cut_marker(chars: int) -> str:
+    """What ends a value cut to `chars` characters."""
+    return f"…[cut at {chars} characters]"
+
+
+def elide(row: dict[str, Any], chars: int) -> dict[str, Any]:
+    """Cut the values of a row that are longer than `chars` and mark them, in place; returns the row.
+
+    The queries send a longer value as its first `chars + 1` characters, and say how many entries of a bag (or
+    arguments of a command line) they left out in `<name>_dropped`. Each cut value ends in `cut_marker`; the row's
+    `elided` lists what was cut (`run_name`, `attributes.key`, `command_args[3]`) or left out (`attributes.*`).
+    """
+    marker = cut_marker(chars)
+    elided: list[str] = []
+
+    def note(where: str) -> None:
+        if where not in elided:
+            elided.append(where)
+
+    def cut(text: str, where: str) -> str:
+        if len(text) <= chars:
+            return text
+        note(where)
+        return text[:chars] + marker
+
+    dropped = {key.removesuffix("_dropped"): row.pop(key) for key in [k for k in row if k.endswith("_dropped")]}
+    for key, value in row.items():
+        if isinstance(value, str):
+            row[key] = cut(value, key)
+        elif isinstance(value, list):
+            row[key] = [cut(v, f"{key}[{i}]") if isinstance(v, str) else v for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            bag: dict[str, Any] = {}
+            for name, item in value.items():
+                shown = name if len(name) <= chars else name[:chars] + marker
+                if shown != name:
+                    note(f"{key}.{shown}")
+                bag[shown] = cut(item, f"{key}.{shown}") if isinstance(item, str) else item
+            row[key] = bag
+    for key, count in dropped.items():
+        if count:
+            elided.append(f"{key}[*]" if isinstance(row.get(key), list) else f"{key}.*")
+    row["elided"] = elided
+    return row
+
+
+async def _fetch_within(
+    conn: asyncpg.Connection,
+    sql: str,
+    args: Sequence[Any],
+    *,
+    rows: int,
+    budget: int,
+    shape: Callable[[asyncpg.Record], dict[str, Any]],
+) -> tuple[list[dict[str, Any]], bool]:
+    """At most `rows` rows, stopping after the one whose JSON takes the total past `budget` bytes (so always at
+    least one); and whether more rows were there. A cursor, so rows past the budget are never sent or computed."""
+    out: list[dict[str, Any]] = []
+    size = 0
+    async for record in conn.cursor(sql, *args, prefetch=16):
+        if len(out) >= rows or size >= budget:
+            return out, True
+        row = shape(record)
+        size += len(orjson.dumps(row))
+        out.append(row)
+    return out, False
+
+
 # --- queries ------------------------------------------------------------------------------------------------------
 
 
@@ -224,46 +348,72 @@ async def list_runs(
     sort: Sort = Sort.NEWEST,
     limit: int = 50,
     cursor: str | None = None,
+    limits: ReadLimits = ReadLimits(),
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of runs and the cursor of the next page (None on the last page)."""
+    """One page of runs and the cursor of the next page (None on the last page); inside `read_transaction`.
+
+    The page ends early, with its cursor, after the run that takes it past `limits.response_bytes`."""
     flt.check()
     after: tuple[Any, str | None, str | None] = (None, None, None)
     if cursor:
         after = decode_cursor(cursor, sort)
-    async with conn.transaction(readonly=True):
-        await conn.execute(queries.load("api.sql")["force_custom_plan"])
-        records = await conn.fetch(
-            _list_runs_sql(sort),
-            flt.program,
-            flt.user,
-            flt.host,
-            flt.status,
-            flt.exit_code,
-            flt.since,
-            flt.until,
-            orjson.dumps(flt.attrs).decode() if flt.attrs else None,
-            flt.script_sha256,
-            *after,
-            limit + 1,
-        )
-    rows = [_row(r) for r in records]
-    next_cursor = encode_cursor(sort, rows[limit - 1]) if len(rows) > limit else None
-    rows = rows[:limit]
+    args = (
+        flt.program,
+        flt.user,
+        flt.host,
+        flt.status,
+        flt.exit_code,
+        flt.since,
+        flt.until,
+        orjson.dumps(flt.attrs).decode() if flt.attrs else None,
+        flt.script_sha256,
+        *after,
+        limit + 1,
+        limits.list_value_chars,
+        limits.list_row_bytes,
+    )
+    rows, more = await _fetch_within(
+        conn,
+        _list_runs_sql(sort),
+        args,
+        rows=limit,
+        budget=limits.response_bytes,
+        shape=lambda r: elide(_row(r), limits.list_value_chars),
+    )
+    next_cursor = encode_cursor(sort, rows[-1]) if more else None
     for row in rows:
         del row["sort_value"]
     return rows, next_cursor
 
 
-async def get_run(conn: asyncpg.Connection, run_id: str) -> dict[str, Any] | None:
-    """The run with this id (its span id), or None."""
-    record = await conn.fetchrow(queries.load("api.sql")["get_run"], run_id.lower())
-    return _row(record) if record else None
+async def get_run(
+    conn: asyncpg.Connection,
+    run_id: str,
+    limits: ReadLimits = ReadLimits(),
+) -> dict[str, Any] | None:
+    """The run with this id (its span id), or None; inside `read_transaction`."""
+    record = await conn.fetchrow(
+        queries.load("api.sql")["get_run"], run_id.lower(), limits.detail_value_chars, limits.response_bytes
+    )
+    return elide(_row(record), limits.detail_value_chars) if record else None
 
 
-async def run_children(conn: asyncpg.Connection, run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The spans below the run in its trace, with their depth."""
-    records = await conn.fetch(queries.load("api.sql")["run_children"], run["trace_id"], run["run_id"])
-    return [_row(r) for r in records]
+async def run_children(
+    conn: asyncpg.Connection,
+    run: dict[str, Any],
+    limits: ReadLimits = ReadLimits(),
+) -> tuple[list[dict[str, Any]], bool]:
+    """The spans below the run in its trace (each once, depth first, with their depth), at most MAX_CHILDREN and
+    up to the span that takes them past `limits.response_bytes`; and whether there were more."""
+    args = (run["trace_id"], run["run_id"], MAX_CHILDREN + 1, limits.list_value_chars, limits.list_row_bytes)
+    return await _fetch_within(
+        conn,
+        queries.load("api.sql")["run_children"],
+        args,
+        rows=MAX_CHILDREN,
+        budget=limits.response_bytes,
+        shape=lambda r: elide(_row(r), limits.list_value_chars),
+    )
 
 
 async def run_metrics(conn: asyncpg.Connection, run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -321,11 +471,18 @@ class RunSummary(BaseModel):
     script_path: str | None
     script_sha256: str | None
     attributes: dict[str, Any] = Field(description="the run's custom values and other span attributes")
+    elided: list[str] = Field(
+        description="what was cut short (`run_name`, `attributes.key`; the value ends in '…[cut at N characters]') or"
+        " left out (`attributes.*`) to keep the answer bounded; empty when nothing was"
+    )
 
 
 class RunPage(BaseModel):
     runs: list[RunSummary]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
+    next_cursor: str | None = Field(
+        description="pass as ?cursor= for the next page; null on the last page. A page can hold fewer than `limit`"
+        " runs and still have a next page: it ends early at a byte budget"
+    )
 
 
 class ChildSpan(BaseModel):
@@ -342,6 +499,7 @@ class ChildSpan(BaseModel):
     wall_seconds: float
     peak_rss_bytes: int | None
     attributes: dict[str, Any]
+    elided: list[str] = Field(description="what was cut short (`name`, `attributes.key`) or left out (`attributes.*`)")
 
 
 class RunDetail(RunSummary):
@@ -357,6 +515,9 @@ class RunDetail(RunSummary):
     service_instance_id: str | None
     resource: dict[str, Any]
     children: list[ChildSpan]
+    children_truncated: bool = Field(
+        description=f"more spans are below the run than shown: past {MAX_CHILDREN}, or past the byte budget"
+    )
 
 
 class Point(BaseModel):
@@ -389,12 +550,61 @@ def _invalid(exc: InvalidQuery) -> HTTPException:
     return HTTPException(422, [{"loc": ["query", exc.param], "msg": exc.message, "type": "value_error"}])
 
 
-def _connection(request: Request) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
-    """A pooled connection. A database that is away or busy raises `Unavailable` (503 + Retry-After, as on ingest);
-    a data exception (SQLSTATE class 22) is left to the app's handler, which answers 422."""
-    return store.connection(
-        request.app.state.pool, request.app.state.settings.pool_acquire_timeout, passthrough=(DATA_EXCEPTION,)
-    )
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was ready; its query was cancelled."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client has gone away (the body of a GET is empty: the next message is the disconnect)."""
+    with contextlib.suppress(Exception):  # a receive that fails has lost its client too
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+
+async def _read(request: Request, work: Callable[[asyncpg.Connection, ReadLimits], Awaitable[T]]) -> T:
+    """Run `work` on a pooled connection inside `read_transaction`, cancelling it if the client goes away.
+
+    Starlette does not cancel a handler whose client disconnected; cancelling the task makes asyncpg send
+    PostgreSQL a cancel request, so the query stops there too. A database that is away or busy, or a query past
+    the read timeout, raises `Unavailable` (503 + Retry-After, as on ingest); a data exception (SQLSTATE class 22) is
+    left to the app's handler, which answers 422.
+    """
+    settings: Settings = request.app.state.settings
+    limits = ReadLimits.from_settings(settings)
+
+    async def go() -> T:
+        async with store.connection(
+            request.app.state.pool, settings.pool_acquire_timeout, passthrough=(DATA_EXCEPTION,)
+        ) as conn:
+            try:
+                async with read_transaction(conn, limits):
+                    return await work(conn, limits)
+            except asyncpg.QueryCanceledError as exc:
+                raise Unavailable(limits.timeout_message(exc)) from None
+
+    task = asyncio.ensure_future(go())
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        log.debug("%s: the client went away; its query was cancelled", request.url.path)
+        raise ClientGone
+    return task.result()
+
+
+async def _answer(request: Request, work: Callable[[asyncpg.Connection, ReadLimits], Awaitable[Any]]) -> Response:
+    """`work`'s result as JSON, or, when the client went away meanwhile, an answer nobody will read."""
+    try:
+        return _json(await _read(request, work))
+    except ClientGone:
+        # uvicorn drops what is sent to a closed connection; 499 is the status proxies log for this case
+        return Response(status_code=499)
 
 
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -458,15 +668,18 @@ async def runs_endpoint(
             attrs=parse_attrs(attr),
             script_sha256=script_sha256,
         )
-        async with _connection(request) as conn:
-            rows, next_cursor = await list_runs(conn, flt, sort, limit, cursor)
+
+        async def work(conn: asyncpg.Connection, limits: ReadLimits) -> dict[str, Any]:
+            rows, next_cursor = await list_runs(conn, flt, sort, limit, cursor, limits)
+            return {"runs": rows, "next_cursor": next_cursor}
+
+        return await _answer(request, work)
     except InvalidQuery as exc:
         raise _invalid(exc) from None
-    return _json({"runs": rows, "next_cursor": next_cursor})
 
 
-async def _run_or_404(conn: asyncpg.Connection, run_id: str) -> dict[str, Any]:
-    run = await get_run(conn, run_id)
+async def _run_or_404(conn: asyncpg.Connection, run_id: str, limits: ReadLimits) -> dict[str, Any]:
+    run = await get_run(conn, run_id, limits)
     if run is None:
         raise HTTPException(404, f"no run with id {run_id}")
     return run
@@ -482,11 +695,14 @@ RunId = Annotated[str, PathParam(pattern=RUN_ID_PATTERN, description="the run's 
     responses={404: {"model": ErrorDetail, "description": "no run with this id"}, **_AUTH_RESPONSES},
 )
 async def run_endpoint(request: Request, run_id: RunId) -> Response:
-    """The run and its child spans (depth first, at most 1000)."""
-    async with _connection(request) as conn:
-        run = await _run_or_404(conn, run_id)
-        run["children"] = await run_children(conn, run)
-    return _json(run)
+    """The run and its child spans (each once, depth first, at most 1000), within the byte budgets."""
+
+    async def work(conn: asyncpg.Connection, limits: ReadLimits) -> dict[str, Any]:
+        run = await _run_or_404(conn, run_id, limits)
+        run["children"], run["children_truncated"] = await run_children(conn, run, limits)
+        return run
+
+    return await _answer(request, work)
 
 
 @api.get(
@@ -497,10 +713,12 @@ async def run_endpoint(request: Request, run_id: RunId) -> Response:
 )
 async def run_metrics_endpoint(request: Request, run_id: RunId) -> Response:
     """The points its process reported while the run was going, one series per metric and attribute set."""
-    async with _connection(request) as conn:
-        run = await _run_or_404(conn, run_id)
-        series = await run_metrics(conn, run)
-    return _json({"run_id": run["run_id"], "series": series})
+
+    async def work(conn: asyncpg.Connection, limits: ReadLimits) -> dict[str, Any]:
+        run = await _run_or_404(conn, run_id, limits)
+        return {"run_id": run["run_id"], "series": await run_metrics(conn, run)}
+
+    return await _answer(request, work)
 
 
 router.include_router(api)

@@ -1,7 +1,8 @@
 """`glia runs`, `glia show`, `glia keys` and `glia retention`: the same queries as the API, from the terminal.
 
 They read PostgreSQL at `--database-url`, else `$GLIA_DATABASE_URL`, else the embedded default's database (started
-for the command and stopped again when it was not running).
+for the command and stopped again when it was not running). `glia runs` and `glia show` read under the query API's
+limits (`receiver.api.ReadLimits`) and cancel their query on Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,18 +11,22 @@ import argparse
 import asyncio
 import csv
 import io
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
 from .cli import database, database_options
 from .errors import GliaError
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .api import ReadLimits
 
 T = TypeVar("T")
 
@@ -47,11 +52,15 @@ CSV_COLUMNS = [
 # --- database -----------------------------------------------------------------------------------------------------
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in (("database_url", args.database_url), ("data_dir", args.data_dir)) if v is not None}
+    return Settings(**overrides)
+
+
 @contextmanager
 def _database(args: argparse.Namespace) -> Iterator[str]:
     """The database URL to read (the embedded PostgreSQL is started, migrated and stopped around the command)."""
-    overrides = {k: v for k, v in (("database_url", args.database_url), ("data_dir", args.data_dir)) if v is not None}
-    with database(Settings(**overrides), migrate=True) as url:
+    with database(_settings(args), migrate=True) as url:
         yield url
 
 
@@ -68,9 +77,71 @@ def _run(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+class Interrupted(GliaError):
+    """SIGINT or SIGTERM stopped a read; its query was cancelled in PostgreSQL."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; the query was cancelled")
+        self.signum = signum
+
+
+def _read(url: str, limits: ReadLimits, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work` in a read transaction (the API's statement timeout); SIGINT or SIGTERM cancels it.
+
+    Cancelling the task makes asyncpg send PostgreSQL a cancel request, so the query stops on the server too
+    instead of running on after the command is gone; on PostgreSQL 14 and newer the session also checks that
+    its client is alive (`read_transaction`), which covers a kill -9.
+    """
+    import asyncpg
+
+    from .api import read_transaction
+
+    async def go() -> T:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+        received: list[int] = []
+
+        def stop(signum: int) -> None:
+            if not received:  # a second signal must not interrupt the cancel and the rollback
+                main.cancel()
+            received.append(signum)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop, signum)
+        # the client-side bound behind the server's: also caps the rollback and close after a cancel
+        command_timeout = limits.statement_timeout_ms / 1000 + 5 if limits.statement_timeout_ms else None
+        try:
+            conn = await asyncpg.connect(
+                url, timeout=10, command_timeout=command_timeout, server_settings={"application_name": "glia-cli"}
+            )
+            try:
+                async with read_transaction(conn, limits):
+                    return await work(conn)
+            finally:
+                await conn.close(timeout=5)
+        except asyncio.CancelledError:
+            if received:
+                raise Interrupted(received[0]) from None
+            raise
+        except asyncpg.QueryCanceledError as exc:
+            raise GliaError(limits.timeout_message(exc)) from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(go())
+
+
 def _main(prog: str, body: Callable[[], int]) -> int:
     try:
         return body()
+    except Interrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     except (GliaError, OSError, ValueError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
@@ -84,7 +155,6 @@ def _main(prog: str, body: Callable[[], int]) -> int:
 
 
 # --- formatting ---------------------------------------------------------------------------------------------------
-
 
 def human_bytes(value: float | None) -> str:
     """1536 -> '1.5 KiB'."""
@@ -187,7 +257,7 @@ def runs_main(argv: list[str]) -> int:
         parser.error("--limit must be between 1 and 500")
 
     def body() -> int:
-        from .api import list_runs
+        from .api import ReadLimits, list_runs
 
         flt = RunFilter(
             program=args.program,
@@ -200,8 +270,12 @@ def runs_main(argv: list[str]) -> int:
             attrs=parse_attrs(args.attr),
             script_sha256=args.script_sha256,
         )
-        with _database(args) as url:
-            rows, cursor = _run(url, lambda conn: list_runs(conn, flt, Sort(args.sort), args.limit, args.cursor))
+        settings = _settings(args)
+        limits = ReadLimits.from_settings(settings)
+        with database(settings, migrate=True) as url:
+            rows, cursor = _read(
+                url, limits, lambda conn: list_runs(conn, flt, Sort(args.sort), args.limit, args.cursor, limits)
+            )
         if args.format == "json":
             print(_json(rows))
         elif args.format == "csv":
@@ -217,10 +291,10 @@ def runs_main(argv: list[str]) -> int:
 
 def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
     """A run as text: its columns, custom values, child spans and a summary of its samples."""
-    skip = {"attributes", "resource", "children"}
+    skip = {"attributes", "resource", "children", "children_truncated"}
     lines = [f"run {run['run_id']}  ({run['run_name']})"]
     for key, value in run.items():
-        if key in skip or value is None:
+        if key in skip or value is None or value == []:
             continue
         if key in ("peak_rss_bytes", "io_read_bytes", "io_write_bytes"):
             value = f"{value}  ({human_bytes(value)})"
@@ -233,7 +307,8 @@ def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
         lines.append("attributes:")
         lines += [f"  {k:<20} {orjson.dumps(v).decode()}" for k, v in sorted(run["attributes"].items())]
     if run.get("children"):
-        lines.append(f"child spans ({len(run['children'])}):")
+        more = ", more not shown" if run.get("children_truncated") else ""
+        lines.append(f"child spans ({len(run['children'])}{more}):")
         for child in run["children"]:
             indent = "  " * child["depth"]
             lines.append(f"{indent}{child['name']}  {human_seconds(child['wall_seconds'])}  {child['status']}")
@@ -261,18 +336,21 @@ def show_main(argv: list[str]) -> int:
     if not re.match(RUN_ID_PATTERN, args.run_id):
         parser.error(f"{args.run_id!r} is not a run id: 16 hex digits, as 'glia runs' shows them")
 
-    async def fetch(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        from .api import get_run, run_children, run_metrics
-
-        run = await get_run(conn, args.run_id)
-        if run is None:
-            return None, []
-        run["children"] = await run_children(conn, run)
-        return run, await run_metrics(conn, run)
-
     def body() -> int:
-        with _database(args) as url:
-            run, metrics = _run(url, fetch)
+        from .api import ReadLimits, get_run, run_children, run_metrics
+
+        settings = _settings(args)
+        limits = ReadLimits.from_settings(settings)
+
+        async def fetch(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+            run = await get_run(conn, args.run_id, limits)
+            if run is None:
+                return None, []
+            run["children"], run["children_truncated"] = await run_children(conn, run, limits)
+            return run, await run_metrics(conn, run)
+
+        with database(settings, migrate=True) as url:
+            run, metrics = _read(url, limits, fetch)
         if run is None:
             print(f"glia show: no run with id {args.run_id}", file=sys.stderr)
             return 1

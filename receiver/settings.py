@@ -47,6 +47,14 @@ class Settings(BaseSettings):
     pool_max_size: int = Field(default=8, ge=1)
     pool_acquire_timeout: float = Field(default=5.0, gt=0)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
+    # Reads (the query API, the page, glia runs / glia show) stop sooner than ingest, so they cannot hold the
+    # connections ingest needs; 0 turns the timeout off.
+    read_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    # Bounds on one answer of the query API (and the CLI, which runs the same queries): docs/querying.md.
+    api_response_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
+    api_list_value_chars: int = Field(default=4096, ge=64)
+    api_list_row_bytes: int = Field(default=64 * 1024, ge=1024)
+    api_detail_value_chars: int = Field(default=65536, ge=64)
     retry_after_seconds: int = Field(default=2, ge=1)
     connect_timeout: float = Field(default=30.0, ge=0, description="how long start-up waits for PostgreSQL")
 
