@@ -2,7 +2,8 @@
 
 They read PostgreSQL at `--database-url`, else `$GLIA_DATABASE_URL`, else the embedded default's database (started
 for the command and stopped again when it was not running). `glia runs` and `glia show` read under the query API's
-limits (`receiver.api.ReadLimits`) and cancel their query on Ctrl-C and SIGTERM.
+limits (`receiver.api.ReadLimits`), cancel their query on Ctrl-C and SIGTERM, and print stored text with its control
+characters escaped: a span name is whatever a client sent, and a terminal or a spreadsheet would act on it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import csv
 import io
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -143,18 +145,59 @@ def _main(prog: str, body: Callable[[], int]) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
     except (GliaError, OSError, ValueError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {terminal_safe(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
     except Exception as exc:
         import asyncpg
 
         if isinstance(exc, asyncpg.PostgresError):
-            print(f"{prog}: PostgreSQL: {exc}", file=sys.stderr)
+            print(f"{prog}: PostgreSQL: {terminal_safe(str(exc))}", file=sys.stderr)
             return 1
         raise
 
 
 # --- formatting ---------------------------------------------------------------------------------------------------
+
+# C0 controls, DEL, C1 controls, and the Unicode controls that reorder text or break lines (bidi marks, embeddings,
+# overrides and isolates; line and paragraph separators): a terminal would act on them (ESC starts a sequence that
+# can retitle the window, redraw the screen or make a link), or show stored text in another order than stored.
+_BEYOND_C0 = r"\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+_TERMINAL_UNSAFE = re.compile(rf"[\x00-\x1f{_BEYOND_C0}]")
+# A CSV cell may hold tabs, newlines and carriage returns (the writer quotes it); JSON text escapes C0 itself.
+_CSV_UNSAFE = re.compile(rf"[\x00-\x08\x0b\x0c\x0e-\x1f{_BEYOND_C0}]")
+_JSON_UNSAFE = re.compile(rf"[{_BEYOND_C0}]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# What a spreadsheet reads as the start of a formula (OWASP's list for CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with each control character written as a visible escape (`\\x1b`, `\\n`, `\\u202e`), for the
+    terminal: one line, shown in the order it is stored, nothing a terminal acts on."""
+    return _TERMINAL_UNSAFE.sub(_visible, text)
+
+
+def csv_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as the text it is: control characters escaped as for the terminal (newlines and
+    tabs kept, the writer quotes them), and a `'` before text that starts with = + - @ tab or CR, which a spreadsheet
+    would run as a formula. Anything but text (a negative exit code) is left as it is."""
+    if not isinstance(value, str):
+        return value
+    text = _CSV_UNSAFE.sub(_visible, value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def json_safe(text: str) -> str:
+    """JSON text with DEL, C1 and the bidi and line controls written as `\\u` escapes: the same document (JSON
+    reads them back as the same characters), safe in a terminal. The encoder already escapes C0."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
 
 def human_bytes(value: float | None) -> str:
     """1536 -> '1.5 KiB'."""
@@ -189,7 +232,7 @@ def _cell(key: str, value: Any) -> str:
         return f"{value:.0f}"
     if key == "peak_rss_bytes":
         return human_bytes(value)
-    return str(value)
+    return terminal_safe(str(value))
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -218,16 +261,16 @@ def format_csv(rows: list[dict[str, Any]]) -> str:
         for key in CSV_COLUMNS:
             value = row.get(key)
             if key == "attributes":
-                value = orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+                value = json_safe(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
             elif isinstance(value, datetime):
                 value = value.isoformat()
-            values.append("" if value is None else value)
+            values.append("" if value is None else csv_safe(value))
         writer.writerow(values)
     return out.getvalue()
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+    return json_safe(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
 
 
 # --- glia runs / glia show ----------------------------------------------------------------------------------------
@@ -319,7 +362,7 @@ def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
             label = series["name"] + (orjson.dumps(series["attributes"]).decode() if series["attributes"] else "")
             shown = human_bytes(max(values)) if series["unit"] == "By" and values else max(values, default=None)
             lines.append(f"  {label:<40} {len(series['points'])} points, max {shown}")
-    return "\n".join(lines)
+    return "\n".join(terminal_safe(line) for line in lines)
 
 
 def show_main(argv: list[str]) -> int:
@@ -331,8 +374,6 @@ def show_main(argv: list[str]) -> int:
     parser.add_argument("--format", choices=["text", "json"], default="text")
     database_options(parser)
     args = parser.parse_args(argv)
-    import re
-
     if not re.match(RUN_ID_PATTERN, args.run_id):
         parser.error(f"{args.run_id!r} is not a run id: 16 hex digits, as 'glia runs' shows them")
 
