@@ -42,6 +42,7 @@ _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_LIMIT = 500
 MAX_CHILDREN = 1000
+MAX_POINTS = 100_000
 DATA_EXCEPTION = "22"  # SQLSTATE class: a value PostgreSQL cannot take, answered 422 on /api
 
 
@@ -416,30 +417,47 @@ async def run_children(
     )
 
 
-async def run_metrics(conn: asyncpg.Connection, run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run's metric points as series, one per metric name and attribute set."""
-    records = await conn.fetch(
-        queries.load("api.sql")["run_metrics"],
+async def run_metrics(
+    conn: asyncpg.Connection,
+    run: dict[str, Any],
+    limits: ReadLimits = ReadLimits(),
+) -> tuple[list[dict[str, Any]], bool]:
+    """The run's metric points as series, one per metric name and attribute set, at most MAX_POINTS points; and
+    whether some were left out. Series stop after the one whose name, unit and attributes take them past
+    `limits.response_bytes` (the points, bounded by their number, do not count)."""
+    args = (
         run["service_instance_id"],
         run["started_at"],
         run["ended_at"],
         run["trace_id"],
         run["run_id"],
+        limits.list_value_chars,
+        limits.list_row_bytes,
+        MAX_POINTS + 1,
     )
     series: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in records:
+    size = 0
+    points = 0
+    async for r in conn.cursor(queries.load("api.sql")["run_metrics"], *args, prefetch=1000):
+        if points == MAX_POINTS:
+            return list(series.values()), True
         key = (r["metric_name"], r["attributes"])
         entry = series.get(key)
         if entry is None:
-            entry = series[key] = {
+            if size >= limits.response_bytes:
+                return list(series.values()), True
+            meta = {
                 "name": r["metric_name"],
                 "unit": r["unit"],
                 "type": r["metric_type"],
                 "attributes": orjson.loads(r["attributes"]),
-                "points": [],
+                "attributes_dropped": r["attributes_dropped"],
             }
+            entry = series[key] = {**elide(meta, limits.list_value_chars), "points": []}
+            size += len(orjson.dumps(entry))
         entry["points"].append({"time": r["time"], "value": r["value"]})
-    return list(series.values())
+        points += 1
+    return list(series.values()), False
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------------------
@@ -530,12 +548,16 @@ class MetricSeries(BaseModel):
     unit: str | None
     type: str
     attributes: dict[str, Any]
+    elided: list[str] = Field(description="what was cut short (`name`, `attributes.key`) or left out (`attributes.*`)")
     points: list[Point]
 
 
 class RunMetrics(BaseModel):
     run_id: str
     series: list[MetricSeries]
+    truncated: bool = Field(
+        description=f"some points are not shown: past {MAX_POINTS}, or their series past the byte budget"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -716,7 +738,8 @@ async def run_metrics_endpoint(request: Request, run_id: RunId) -> Response:
 
     async def work(conn: asyncpg.Connection, limits: ReadLimits) -> dict[str, Any]:
         run = await _run_or_404(conn, run_id, limits)
-        return {"run_id": run["run_id"], "series": await run_metrics(conn, run)}
+        series, truncated = await run_metrics(conn, run, limits)
+        return {"run_id": run["run_id"], "series": series, "truncated": truncated}
 
     return await _answer(request, work)
 

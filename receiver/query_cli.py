@@ -388,7 +388,8 @@ def show_main(argv: list[str]) -> int:
             if run is None:
                 return None, []
             run["children"], run["children_truncated"] = await run_children(conn, run, limits)
-            return run, await run_metrics(conn, run)
+            metrics, _ = await run_metrics(conn, run, limits)
+            return run, metrics
 
         with database(settings, migrate=True) as url:
             run, metrics = _read(url, limits, fetch)

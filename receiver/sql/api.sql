@@ -187,10 +187,31 @@ ORDER BY t.path;
 
 -- name: run_metrics
 -- The points of the run's process (same service.instance.id) while the run was going, and any point tied to the
--- run's span explicitly (glia.trace_id / glia.span_id or an exemplar).
-SELECT metric_name, unit, metric_type, attributes, time, value
-FROM metric_points
-WHERE (service_instance_id = $1 AND time >= $2 AND time <= $3)
-   OR (trace_id = $4 AND span_id = $5)
-ORDER BY metric_name, attributes::text, time
-LIMIT 100000;
+-- run's span explicitly (glia.trace_id / glia.span_id or an exemplar), at most $8 of them. $6 is the value limit ($V), $7 the budget
+-- ($B) of a point's attribute set: a set short enough for both is sent as it is (the gate keeps the cutting from
+-- running at all), any other is cut like the bags above.
+SELECT left(m.metric_name, $6 + 1) AS metric_name, left(m.unit, $6 + 1) AS unit, m.metric_type,
+       coalesce(bag.attributes, m.attributes) AS attributes, coalesce(bag.attributes_dropped, 0) AS attributes_dropped,
+       m.time, m.value
+FROM metric_points m
+LEFT JOIN LATERAL (
+    SELECT coalesce(jsonb_object_agg(k, v) FILTER (WHERE before < $7), '{}') AS attributes,
+           count(*) FILTER (WHERE before >= $7) AS attributes_dropped
+    FROM (
+        SELECT k, v, sum(octet_length(k) + octet_length(v::text)) OVER (ORDER BY k ROWS UNBOUNDED PRECEDING)
+                     - octet_length(k) - octet_length(v::text) AS before
+        FROM (
+            SELECT left(key, $6 + 1) AS k,
+                   CASE WHEN jsonb_typeof(value) = 'string' THEN to_jsonb(left(value #>> '{}', $6 + 1))
+                        WHEN octet_length(value::text) > $6 THEN to_jsonb(left(value::text, $6 + 1))
+                        ELSE value END AS v
+            FROM jsonb_each(m.attributes)
+            WHERE octet_length(m.attributes::text) > least($6, $7)
+        ) cut
+    ) sized
+    HAVING count(*) > 0
+) bag ON true
+WHERE (m.service_instance_id = $1 AND m.time >= $2 AND m.time <= $3)
+   OR (m.trace_id = $4 AND m.span_id = $5)
+ORDER BY m.metric_name, m.attributes::text, m.time
+LIMIT $8;

@@ -372,3 +372,29 @@ def test_glia_runs_follows_the_same_limits(receiver: ReceiverServer, database_ur
     assert row["run_name"] == "x" * 100 + "…[cut at 100 characters]"
     assert row["attributes"]["note"] == "y" * 100 + "…[cut at 100 characters]"
     assert row["elided"] == ["run_name", "attributes.note"]
+
+
+def test_metric_series_are_bounded_too(receiver_factory: Callable[..., ReceiverServer], sql: Sql) -> None:
+    receiver = receiver_factory(api_response_bytes=65536, api_list_row_bytes=4096, api_list_value_chars=100)
+    post_spans(receiver, otlp_span(RUN, None, "R", time.time_ns()))
+    # 200 points, each its own series: a 3000-character attribute, and a name of 10000 characters
+    sql(
+        "INSERT INTO metric_points (point_id, time, time_unix_nano, metric_name, unit, metric_type, value, trace_id,"
+        " span_id, attributes)"
+        " SELECT gen_random_uuid(), s.start_time, 0, repeat('m', 10000), 'By', 'gauge', i, s.trace_id, s.span_id,"
+        "        jsonb_build_object('k', i, 'blob', repeat('b', 3000), 'wide', repeat('w', 5000))"
+        " FROM spans s, generate_series(1, 200) AS i WHERE s.span_id = $1",
+        RUN,
+    )
+    response = httpx.get(f"{receiver.url}/api/runs/{RUN}/metrics", timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert len(response.content) < 65536 + 20_000, len(response.content)
+    assert body["truncated"] is True and 5 < len(body["series"]) < 200
+    for series in body["series"]:
+        assert series["name"] == "m" * 100 + "…[cut at 100 characters]"
+        assert len(series["points"]) == 1
+        attrs = series["attributes"]
+        assert attrs == {"blob": "b" * 100 + "…[cut at 100 characters]", "k": attrs["k"],
+                         "wide": "w" * 100 + "…[cut at 100 characters]"}  # fmt: skip
+        assert series["elided"] == ["name", "attributes.blob", "attributes.wide"]
