@@ -259,6 +259,22 @@ def test_the_cli_cancels_its_query_on_a_signal(
         wait_for(lambda: not still_running(sql, blocked["pid"]), 5, "glia's query to be cancelled")
 
 
+def test_a_killed_cli_leaves_no_query_running(receiver: ReceiverServer, database_url: str, sql: Sql) -> None:
+    # kill -9 cancels nothing: PostgreSQL 14 and newer notice the dead client (client_connection_check_interval)
+    version = int(sql("SELECT current_setting('server_version_num') AS v")[0]["v"])
+    if version < 140000:
+        pytest.skip("PostgreSQL before 14 cannot check for a dead client during a query")
+    post_spans(receiver, otlp_span(RUN, None, "R", time.time_ns()))
+    with holding(database_url, "LOCK TABLE spans IN ACCESS EXCLUSIVE MODE"):
+        process = glia_process(database_url, "runs", GLIA_READ_STATEMENT_TIMEOUT_MS="60000")
+        try:
+            (blocked,) = wait_for(lambda: waiting_on_a_lock(sql), 20, "glia to block on the lock")
+            process.kill()
+        finally:
+            stop(process)
+        wait_for(lambda: not still_running(sql, blocked["pid"]), 5, "the dead client's query to end")
+
+
 def test_the_cli_has_a_read_timeout(receiver: ReceiverServer, database_url: str) -> None:
     post_spans(receiver, otlp_span(RUN, None, "R", time.time_ns()))
     with holding(database_url, "LOCK TABLE spans IN ACCESS EXCLUSIVE MODE"):
