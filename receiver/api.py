@@ -292,10 +292,13 @@ def elide(row: dict[str, Any], chars: int) -> dict[str, Any]:
     dropped = {key.removesuffix("_dropped"): row.pop(key) for key in [k for k in row if k.endswith("_dropped")]}
     for key, value in row.items():
         if isinstance(value, str):
-            row[key] = cut(value, key)
+            if len(value) > chars:
+                row[key] = cut(value, key)
         elif isinstance(value, list):
             row[key] = [cut(v, f"{key}[{i}]") if isinstance(v, str) else v for i, v in enumerate(value)]
         elif isinstance(value, dict):
+            if all(len(k) <= chars and not (isinstance(v, str) and len(v) > chars) for k, v in value.items()):
+                continue  # the common case: nothing in the bag was cut
             bag: dict[str, Any] = {}
             for name, item in value.items():
                 shown = name if len(name) <= chars else name[:chars] + marker
@@ -323,7 +326,7 @@ async def _fetch_within(
     least one); and whether more rows were there. A cursor, so rows past the budget are never sent or computed."""
     out: list[dict[str, Any]] = []
     size = 0
-    async for record in conn.cursor(sql, *args, prefetch=16):
+    async for record in conn.cursor(sql, *args, prefetch=64):
         if len(out) >= rows or size >= budget:
             return out, True
         row = shape(record)
