@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import logs
+from .dburl import check, masked, redact
 from .errors import GliaError
 from .settings import Settings
 
@@ -41,34 +43,45 @@ def database_options(parser: argparse.ArgumentParser) -> None:
 def database(settings: Settings, *, migrate: bool) -> Iterator[str]:
     """The database URL for a command: the configured one, or the embedded PostgreSQL.
 
-    An embedded PostgreSQL that was not running is started for the command and stopped after it; with `migrate`,
-    its schema is brought to head first.
+    An embedded PostgreSQL that was not running is started for the command and stopped after it, unless another
+    glia process (a `glia serve`, another command) is using it by then; with `migrate`, its schema is brought to head
+    first.
     """
     if settings.database_url:
+        check(settings.database_url)
         yield settings.database_url
         return
     from .embedded import EmbeddedPostgres
 
-    embedded = EmbeddedPostgres(settings.data_dir)
-    was_running = embedded.running()
-    url = embedded.start()
-    try:
+    with EmbeddedPostgres(settings.data_dir).use() as url:
         if migrate:
             from .migrate import upgrade
 
             upgrade(url)
         yield url
-    finally:
-        if not was_running:
-            embedded.stop()
 
 
-def _embedded_url(settings: Settings) -> tuple[Any, str]:
-    from .embedded import EmbeddedPostgres
+def _open_external(settings: Settings, url: str) -> None:
+    from .migrate import head_revision
+    from .store import wait_for_database
+
+    check(url)
+    try:
+        asyncio.run(wait_for_database(url, settings.connect_timeout))
+    except Exception as exc:  # whatever the driver says, the user needs the (masked) URL next to it
+        raise GliaError(f"cannot reach PostgreSQL at {masked(url)}: {str(exc) or type(exc).__name__}") from exc
+    asyncio.run(_check_schema(url, head_revision()))
+
+
+def _open_embedded(settings: Settings, stack: contextlib.ExitStack) -> tuple[Any, str]:
+    """Own the data directory's embedded PostgreSQL for the life of `stack`: started, migrated, stopped at the end."""
+    from .embedded import EmbeddedPostgres, adopt_orphans
     from .migrate import upgrade
 
+    adopt_orphans()  # the postmaster pg_ctl leaves behind is then ours to reap, and to restart when it dies
     embedded = EmbeddedPostgres(settings.data_dir)
-    url = embedded.start()
+    stack.enter_context(contextlib.closing(embedded.lock_for_serve(f"http://{settings.host}:{settings.port}")))
+    url = stack.enter_context(embedded.use(stop_when_done=True))
     upgrade(url)
     return embedded, url
 
@@ -87,18 +100,18 @@ def serve_main(argv: list[str]) -> int:
     import uvicorn
 
     from .app import create_app
-    from .migrate import head_revision
-    from .store import wait_for_database
 
-    embedded = None
+    # what serve holds (the data directory's lock, its PostgreSQL, the watch on it), released in reverse order
+    stack = contextlib.ExitStack()
+    given_up: list[str] = []
     try:
-        if settings.database_url:
-            url = settings.database_url
-            asyncio.run(wait_for_database(url, settings.connect_timeout))
-            asyncio.run(_check_schema(url, head_revision()))
+        embedded = None
+        url = settings.database_url
+        if url:
+            _open_external(settings, url)
         else:
-            embedded, url = _embedded_url(settings)
-        _banner(settings, url, embedded is not None)
+            embedded, url = _open_embedded(settings, stack)
+        _banner(settings, url, embedded is not None, from_option=args.database_url is not None)
         config = uvicorn.Config(
             create_app(settings, url),
             host=settings.host,
@@ -109,20 +122,29 @@ def serve_main(argv: list[str]) -> int:
             timeout_graceful_shutdown=10,
         )
         server = uvicorn.Server(config)
+        if embedded is not None:
+
+            def give_up(reason: str) -> None:
+                given_up.append(reason)
+                server.should_exit = True
+
+            stack.callback(embedded.supervise(settings.embedded_restarts, give_up).stop)
         # uvicorn re-raises the SIGINT or SIGTERM it handled once the server has shut down; both must reach the
         # `finally` below, which stops the embedded PostgreSQL
         signal.signal(signal.SIGTERM, _interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
+        if given_up:
+            print(f"glia serve: {given_up[0]}", file=sys.stderr)
+            return 1
         return 0 if server.started else 1
-    except (GliaError, OSError) as exc:
-        log.error("%s", exc)
-        print(f"glia serve: {exc}", file=sys.stderr)
+    except (GliaError, OSError, ValueError) as exc:
+        message = redact(str(exc), settings.database_url)
+        log.error("%s", message)
+        print(f"glia serve: {message}", file=sys.stderr)
         return 1
     finally:
-        if embedded is not None:
-            embedded.stop()
-            log.info("embedded PostgreSQL stopped")
+        stack.close()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -139,12 +161,22 @@ async def _check_schema(url: str, head: str) -> None:
         await pool.close()
 
 
-def _banner(settings: Settings, url: str, embedded: bool) -> None:
-    where = "embedded PostgreSQL" if embedded else "PostgreSQL"
+def _banner(settings: Settings, url: str, embedded: bool, *, from_option: bool) -> None:
+    # The password never reaches the terminal or a container log: the banner says where the full URL is instead.
+    shown = masked(url)
+    if embedded:
+        where = f"embedded PostgreSQL: {shown}  (full URL in {settings.data_dir / 'database-url'}, mode 0600)"
+        psql_url = f'"$(cat {shlex.quote(str(settings.data_dir / "database-url"))})"'
+    elif shown == url:
+        where, psql_url = f"PostgreSQL: {url}", shlex.quote(url)
+    elif from_option:
+        where, psql_url = f"PostgreSQL: {shown}  (full URL: the --database-url you gave)", '"<your --database-url>"'
+    else:
+        where, psql_url = f"PostgreSQL: {shown}  (full URL in $GLIA_DATABASE_URL)", '"$GLIA_DATABASE_URL"'
     lines = [
         f"Glia receiver: http://{settings.host}:{settings.port}  (OTLP/HTTP: /v1/traces, /v1/metrics)",
-        f"{where}: {url}",
-        f"  see your runs:  psql '{url}' -c 'SELECT * FROM runs ORDER BY started_at DESC LIMIT 20'",
+        where,
+        f"  see your runs:  psql {psql_url} -c 'SELECT * FROM runs ORDER BY started_at DESC LIMIT 20'",
         f"  send runs:      OTEL_EXPORTER_OTLP_ENDPOINT=http://{settings.host}:{settings.port}",
     ]
     if embedded:
@@ -173,6 +205,6 @@ def migrate_main(argv: list[str]) -> int:
                 upgrade(url, args.revision)
                 print(f"glia migrate: database is at {args.revision}")
         return 0
-    except (GliaError, OSError) as exc:
-        print(f"glia migrate: {exc}", file=sys.stderr)
+    except (GliaError, OSError, ValueError) as exc:
+        print(f"glia migrate: {redact(str(exc), settings.database_url)}", file=sys.stderr)
         return 1

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=4318, ge=0, le=65535)
     data_dir: Path = Field(default_factory=default_data_dir)
+    # A dead embedded PostgreSQL is restarted this often within 10 minutes, then `glia serve` exits non-zero.
+    embedded_restarts: int = Field(default=3, ge=0)
 
     # Request limits. The body limit applies to the bytes on the wire and again after decompression.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

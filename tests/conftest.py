@@ -91,6 +91,17 @@ def _embedded_server(data_dir: Path) -> PgServer:
     return PgServer(admin_url=pg.url(), embedded=pg)
 
 
+def service_dir(prefix: str) -> Path:
+    """A new directory for an embedded PostgreSQL, outside pytest's basetemp, that the service user can enter.
+
+    As root the embedded PostgreSQL runs as the system user `glia`, and glia never widens a directory it did not
+    create: like a user preparing a directory for a service, the test opens its own to traversal (not to listing).
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o711)
+    return path
+
+
 @pytest.fixture
 def pg_data_dir() -> Iterator[Path]:
     """An empty directory for an embedded PostgreSQL, outside pytest's basetemp.
@@ -98,7 +109,7 @@ def pg_data_dir() -> Iterator[Path]:
     pytest takes group and other permissions off its basetemp root whenever a session starts, and as root the
     embedded PostgreSQL runs as another user who must traverse the path: a concurrent session would lock it out.
     """
-    data_dir = Path(tempfile.mkdtemp(prefix="glia-test-data-"))
+    data_dir = service_dir("glia-test-data-")
     yield data_dir
     shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -112,7 +123,7 @@ def pg_server() -> Iterator[PgServer]:
         return
     # not under pytest's basetemp: pytest prunes old basetemps, which would pull the data directory out from
     # under a concurrent session's server
-    data_dir = Path(tempfile.mkdtemp(prefix="glia-test-pg-"))
+    data_dir = service_dir("glia-test-pg-")
     server = _embedded_server(data_dir)
     try:
         yield server
@@ -166,7 +177,7 @@ def private_pg(template_url: str) -> Iterator[PgServer]:
     del template_url  # migrations must work before a private server is worth making
     from receiver.migrate import upgrade
 
-    data_dir = Path(tempfile.mkdtemp(prefix="glia-test-private-pg-"))
+    data_dir = service_dir("glia-test-private-pg-")
     server = _embedded_server(data_dir)
     upgrade(with_database(server.admin_url, "glia"))
     try:

@@ -113,10 +113,12 @@ def test_glia_runs_as_a_command_reads_glia_database_url(seeded_url: str) -> None
     assert [r["run_id"] for r in json.loads(result.stdout)] == [run_id(i) for i in (1, 2, 3)]
 
 
-def test_without_a_url_glia_runs_reads_the_embedded_default(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_a_url_glia_runs_reads_the_embedded_default(
+    pg_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from receiver.embedded import EmbeddedPostgres
 
-    data_dir = tmp_path / "glia-data"
+    data_dir = pg_data_dir / "glia-data"
     env_url = os.environ.pop("GLIA_DATABASE_URL", None)
     try:
         code, out, _ = glia(capsys, "runs", "--data-dir", str(data_dir))

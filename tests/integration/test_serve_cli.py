@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import os
-import re
+import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
 import pytest
 
 from receiver.embedded import EmbeddedPostgres, bin_dir
 from tests.conftest import PgServer, free_port, run_sql, with_database
-
-GLIA = str(Path(sys.executable).parent / "glia")
+from tests.serving import GLIA, embedded_url, interrupt, send_span, serve_env, start_serve, stored, wait_ready
 
 SEND_SPAN = """
 from opentelemetry import trace
@@ -33,35 +31,12 @@ provider.shutdown()
 """
 
 
-def wait_ready(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read() if proc.stderr else ""
-            raise AssertionError(f"glia serve exited with {proc.returncode}: {err}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("glia serve did not become ready")
-
-
 @pytest.fixture
 def serve(pg_data_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
-    port = free_port()
     data_dir = pg_data_dir / "glia-data"
-    env = {k: v for k, v in os.environ.items() if k != "GLIA_DATABASE_URL"}
-    proc = subprocess.Popen(
-        [GLIA, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc, url = start_serve("--data-dir", str(data_dir))
     try:
-        yield proc, f"http://127.0.0.1:{port}", data_dir
+        yield proc, url, data_dir
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -82,19 +57,26 @@ def test_serve_embedded_default_stores_a_stock_sdk_span_visible_in_psql(
     }
     subprocess.run([sys.executable, "-c", SEND_SPAN], env=env, check=True, timeout=60)
 
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    out, err = interrupt(proc)
     assert proc.returncode == 0, err
-    match = re.search(r"embedded PostgreSQL: (postgresql://\S+)", out)
-    assert match, out
-    database_url = match.group(1)
-    assert (data_dir / "database-url").read_text().strip() == database_url
     assert not EmbeddedPostgres(data_dir).running(), "Ctrl-C must stop the embedded PostgreSQL"
 
-    # the user's next step: psql on the printed URL (PostgreSQL started again for the look)
+    # the banner names the file with the full URL, and never prints the password itself
+    password = (data_dir / "password").read_text().strip()
+    assert password not in out and password not in err
+    assert f"postgresql://glia:***@127.0.0.1:{(data_dir / 'port').read_text().strip()}/glia" in out
+    assert f"full URL in {data_dir / 'database-url'}" in out
+
+    # the user's next step, as the README says: psql on the URL in that file (PostgreSQL started again for the look)
     EmbeddedPostgres(data_dir).start()
     psql = subprocess.run(
-        [str(bin_dir() / "psql"), database_url, "-At", "-c", "SELECT run_name, program_name, attributes FROM runs"],
+        [
+            str(bin_dir() / "psql"),
+            embedded_url(data_dir),
+            "-At",
+            "-c",
+            "SELECT run_name, program_name, attributes FROM runs",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -123,8 +105,7 @@ def test_serve_refuses_a_database_behind_until_migrated(pg_server: PgServer) -> 
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc)
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+        interrupt(proc)
     assert proc.returncode == 0
 
 
@@ -134,8 +115,88 @@ def test_sigterm_stops_the_receiver_and_the_embedded_postgres(
     proc, url, data_dir = serve
     wait_ready(url, proc)
     assert EmbeddedPostgres(data_dir).running()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    _, err = interrupt(proc, signal.SIGTERM)
     assert proc.returncode == 0, err
     assert "embedded PostgreSQL stopped" in err
     assert not EmbeddedPostgres(data_dir).running(), "SIGTERM must stop the embedded PostgreSQL too"
+
+
+# --- secrets: a password in a database URL is never printed or logged ---------------------------------------------
+
+
+@pytest.fixture
+def secret_database(pg_server: PgServer) -> Iterator[tuple[str, str, str]]:
+    """A migrated database owned by a role with a password of its own; yields its URL, the role and the password."""
+    from receiver.migrate import upgrade
+
+    role = f"serve_{secrets.token_hex(4)}"
+    password = f"PW{secrets.token_hex(12)}"
+    admin = urlsplit(pg_server.admin_url)
+    # identifiers and the password are made here, not taken from input
+    run_sql(pg_server.admin_url, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    run_sql(pg_server.admin_url, f"CREATE DATABASE {role} OWNER {role}")
+    url = f"postgresql://{role}:{password}@{admin.hostname}:{admin.port}/{role}"
+    upgrade(url)
+    try:
+        yield url, role, password
+    finally:
+        run_sql(pg_server.admin_url, f"DROP DATABASE IF EXISTS {role} WITH (FORCE)")
+        run_sql(pg_server.admin_url, f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.parametrize("given_as", ["--database-url", "GLIA_DATABASE_URL"])
+def test_serve_never_prints_the_password_of_its_database_url(
+    secret_database: tuple[str, str, str], given_as: str
+) -> None:
+    url, role, password = secret_database
+    if given_as == "--database-url":
+        proc, base = start_serve("--database-url", url, "--log-level", "debug")
+    else:
+        proc, base = start_serve("--log-level", "debug", env=serve_env(GLIA_DATABASE_URL=url))
+    try:
+        wait_ready(base, proc)
+        status, span_id = send_span(base, "secret-test")
+        assert status == 200
+        assert stored(url, span_id)
+    finally:
+        out, err = interrupt(proc)
+    assert proc.returncode == 0, err
+    assert password not in out and password not in err
+    admin = urlsplit(url)
+    assert f"PostgreSQL: postgresql://{role}:***@{admin.hostname}:{admin.port}/{role}" in out
+    # where the full URL is, for the psql line
+    assert given_as in out
+
+
+UNREACHABLE = "postgresql://glia:pw-0a1b2c3d@127.0.0.1:{port}/glia"
+# An unencoded '/' in the password: the URL parser takes the part before it for a port and says so in its error.
+UNENCODED = "postgresql://glia:pw-0a1b2c3d/e4f5a6b7@127.0.0.1:{port}/glia"
+PORT_OUT_OF_RANGE = "postgresql://glia:pw-0a1b2c3d@127.0.0.1:99999/glia"
+
+
+@pytest.mark.parametrize(
+    ("command", "url", "says"),
+    [
+        ("serve", UNREACHABLE, "cannot reach PostgreSQL at postgresql://glia:***@127.0.0.1:"),
+        ("serve", UNENCODED, "percent-encoded"),
+        ("serve", PORT_OUT_OF_RANGE, "port 99999"),
+        ("migrate", UNENCODED, "percent-encoded"),
+        ("migrate", PORT_OUT_OF_RANGE, "port 99999"),
+        ("runs", UNENCODED, "percent-encoded"),
+    ],
+)
+def test_database_errors_never_print_the_password(command: str, url: str, says: str) -> None:
+    url = url.format(port=free_port())
+    result = subprocess.run(
+        [GLIA, command, "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=serve_env(GLIA_CONNECT_TIMEOUT="1"),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    for part in ("pw-0a1b2c3d", "e4f5a6b7"):
+        assert part not in output
+    assert "Traceback" not in output
+    assert f"glia {command}: " in result.stderr and says in result.stderr, result.stderr
