@@ -27,6 +27,9 @@ JS = {"Content-Type": "application/json"}
 TRACE = "7" * 32
 RUN = "1" * 16
 SPAN_A = "a" * 16
+# start times a millisecond apart: the receiver stores start_time through a float, which can merge two spans a
+# microsecond apart into one primary key
+MS = 1_000_000
 
 
 def otlp_span(span_id: str, parent: str | None, name: str, start_ns: int, **attrs: str) -> dict[str, Any]:
@@ -120,10 +123,10 @@ def test_duplicate_span_ids_and_a_cycle_give_each_span_once(
     post_spans(
         receiver,
         otlp_span(RUN, None, "R", t0),
-        otlp_span(SPAN_A, RUN, "A-first", t0 + 1000),
-        otlp_span(SPAN_A, RUN, "A-second", t0 + 2000),
-        otlp_span(SPAN_A, SPAN_A, "A-under-A-1", t0 + 3000),
-        otlp_span(SPAN_A, SPAN_A, "A-under-A-2", t0 + 4000),
+        otlp_span(SPAN_A, RUN, "A-first", t0 + 1 * MS),
+        otlp_span(SPAN_A, RUN, "A-second", t0 + 2 * MS),
+        otlp_span(SPAN_A, SPAN_A, "A-under-A-1", t0 + 3 * MS),
+        otlp_span(SPAN_A, SPAN_A, "A-under-A-2", t0 + 4 * MS),
     )
     assert sql("SELECT count(*) AS n FROM spans WHERE trace_id = $1", TRACE)[0]["n"] == 5
     started = time.monotonic()
@@ -149,7 +152,7 @@ def test_a_lattice_of_duplicates_is_not_exponential(receiver_factory: Callable[.
     for level, pair in enumerate(levels):
         for side, span_id in enumerate(pair):
             for copy, parent in enumerate(parents):
-                start = t0 + (level * 4 + side * 2 + copy + 1) * 1000
+                start = t0 + (level * 4 + side * 2 + copy + 1) * MS
                 spans.append(otlp_span(span_id, parent, f"L{level}{'ab'[side]}", start))
         parents = pair
     post_spans(receiver, *spans)
@@ -174,10 +177,10 @@ def test_children_are_depth_first_and_a_span_pointing_back_at_the_run_is_left_ou
     post_spans(
         receiver,
         otlp_span(RUN, None, "R", t0),
-        otlp_span(b, RUN, "B", t0 + 1000),
-        otlp_span(c, RUN, "C", t0 + 2000),
-        otlp_span(d, b, "D under B", t0 + 3000),  # starts after C: chronological order would put it after C
-        otlp_span(RUN, d, "R again, under D", t0 + 4000),
+        otlp_span(b, RUN, "B", t0 + 1 * MS),
+        otlp_span(c, RUN, "C", t0 + 2 * MS),
+        otlp_span(d, b, "D under B", t0 + 3 * MS),  # starts after C: chronological order would put it after C
+        otlp_span(RUN, d, "R again, under D", t0 + 4 * MS),
     )
     children = httpx.get(f"{receiver.url}/api/runs/{RUN}", timeout=30).json()["children"]
     assert [(x["name"], x["depth"]) for x in children] == [("B", 1), ("D under B", 2), ("C", 1)]
@@ -209,7 +212,7 @@ def test_the_query_is_cancelled_when_the_http_client_goes_away(
 ) -> None:
     receiver = receiver_factory(read_statement_timeout_ms=60_000)
     t0 = time.time_ns()
-    post_spans(receiver, otlp_span(RUN, None, "R", t0), otlp_span(SPAN_A, RUN, "A", t0 + 1000))
+    post_spans(receiver, otlp_span(RUN, None, "R", t0), otlp_span(SPAN_A, RUN, "A", t0 + 1 * MS))
     with holding(database_url, "LOCK TABLE spans IN ACCESS EXCLUSIVE MODE"):
         client = socket.create_connection(("127.0.0.1", receiver.port))
         client.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{receiver.port}\r\n\r\n".encode())
@@ -245,7 +248,7 @@ def test_the_cli_cancels_its_query_on_a_signal(
     receiver: ReceiverServer, database_url: str, sql: Sql, argv: list[str], signum: signal.Signals
 ) -> None:
     t0 = time.time_ns()
-    post_spans(receiver, otlp_span(RUN, None, "R", t0), otlp_span(SPAN_A, RUN, "A", t0 + 1000))
+    post_spans(receiver, otlp_span(RUN, None, "R", t0), otlp_span(SPAN_A, RUN, "A", t0 + 1 * MS))
     with holding(database_url, "LOCK TABLE spans IN ACCESS EXCLUSIVE MODE"):
         process = glia_process(database_url, *argv)
         try:
@@ -297,8 +300,8 @@ def test_huge_stored_names_are_cut_with_a_marker_in_every_view(
     # ingest cuts names now); the issue saw three 30 MB names make one /api/runs page 94 MB
     t0 = time.time_ns()
     runs = [f"{i:016x}" for i in range(1, 4)]
-    post_spans(receiver, *(otlp_span(r, None, "short", t0 + i * 1000) for i, r in enumerate(runs)))
-    post_spans(receiver, otlp_span(SPAN_A, runs[0], "child", t0 + 10_000))
+    post_spans(receiver, *(otlp_span(r, None, "short", t0 + i * MS) for i, r in enumerate(runs)))
+    post_spans(receiver, otlp_span(SPAN_A, runs[0], "child", t0 + 10 * MS))
     sql("UPDATE spans SET name = repeat('n', 3000000), status_message = repeat('m', 3000000) WHERE trace_id = $1",
         TRACE)  # fmt: skip
 
@@ -334,7 +337,7 @@ def test_a_page_stops_at_its_byte_budget_and_the_cursor_carries_on(
     t0 = time.time_ns()
     runs = [f"{i:016x}" for i in range(1, 11)]
     # ten runs with 40 attributes of 3000 characters each: 120 KB of attributes a run
-    post_spans(receiver, *(attrs_span(r, None, t0 - i * 1_000_000, 40, 3000) for i, r in enumerate(runs)))
+    post_spans(receiver, *(attrs_span(r, None, t0 - i * MS, 40, 3000) for i, r in enumerate(runs)))
 
     seen: list[str] = []
     cursor = None
@@ -367,7 +370,7 @@ def test_children_stop_at_the_byte_budget_and_say_so(receiver_factory: Callable[
     post_spans(
         receiver,
         otlp_span(RUN, None, "R", t0),
-        *(attrs_span(c, RUN, t0 + (i + 1) * 1000, 3, 3000) for i, c in enumerate(children)),
+        *(attrs_span(c, RUN, t0 + (i + 1) * MS, 3, 3000) for i, c in enumerate(children)),
     )
     response = httpx.get(f"{receiver.url}/api/runs/{RUN}", timeout=30)
     run = response.json()

