@@ -26,7 +26,7 @@ from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from . import api, auth, decode, flatten, retention
+from . import api, auth, decode, docs, flatten, guard, retention
 from .errors import BadRequest, PayloadTooLarge, RequestError, SchemaError, Unavailable
 from .migrate import head_revision
 from .settings import Settings
@@ -169,15 +169,31 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                     await task
             await asyncio.wait_for(pool.close(), timeout=10)
 
-    app = FastAPI(title="Glia receiver", summary="OTLP/HTTP in, one row per span in PostgreSQL", lifespan=lifespan)
+    # /docs is docs.router's: Swagger UI from this origin; FastAPI's own pages would load it from a CDN
+    app = FastAPI(
+        title="Glia receiver",
+        summary="OTLP/HTTP in, one row per span in PostgreSQL",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
     app.state.settings = settings
+    app.state.auth_failures = auth.failure_log(settings.rejection_log_seconds)
     app.include_router(api.router)
+    app.include_router(docs.router)
+
 
     def error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         if request.url.path.startswith("/v1/"):  # OTLP: a google.rpc.Status in the request's content type
             kind = decode.PROTOBUF if "protobuf" in request.headers.get("content-type", "") else decode.JSON
             return _error_response(status, message, kind, headers)
         return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+    # the last added runs first: headers on every response, the Host refused before anything else runs
+    host_rule = guard.HostRule.make(settings.host, settings.allowed_hosts)
+    app.add_middleware(guard.HostCheck, rule=host_rule, refuse=error, log_seconds=settings.rejection_log_seconds)
+    app.add_middleware(guard.SecurityHeaders)
 
     @app.exception_handler(auth.AuthError)
     async def auth_failed(request: Request, exc: auth.AuthError) -> Response:

@@ -2,7 +2,9 @@
 
 With no active key, everything is open (the embedded default on localhost). Once one key exists, ingest
 (`/v1/traces`, `/v1/metrics`) needs a key of scope `ingest`, and the query API needs a key of scope `read`.
-A missing or unknown key is 401, a key of the wrong scope 403.
+A missing or unknown key is 401, a key of the wrong scope 403. Each refusal is logged as a warning with the client
+address, the path and the reason, at most once per client address per GLIA_REJECTION_LOG_SECONDS (the others are
+counted), and never with the key or any part of it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fastapi import Request
 
 from . import queries, store
 from .errors import GliaError, Unavailable
+from .ratelog import RateLimitedLog
 
 log = logging.getLogger("glia.auth")
 
@@ -142,14 +145,30 @@ class KeyCache:
             raise AuthError(403, f"this API key has scope '{granted}'; this endpoint needs a key of scope '{scope}'")
 
 
+def failure_log(interval: float) -> RateLimitedLog:
+    """Where `require` reports refused keys: one line per client address per `interval`."""
+    return RateLimitedLog(log, interval, "failed authentications")
+
+
 def require(scope: str) -> Callable[[Request], Awaitable[None]]:
-    """A FastAPI dependency that checks the request's key against the app's KeyCache."""
+    """A FastAPI dependency that checks the request's key against the app's KeyCache (`app.state.keys`) and logs a
+    refusal to `app.state.auth_failures` (a `failure_log`)."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}: expected one of {', '.join(SCOPES)}")
 
     async def dependency(request: Request) -> None:
         cache: KeyCache = request.app.state.keys
-        await cache.check(request, scope)
+        try:
+            await cache.check(request, scope)
+        except AuthError as exc:
+            # the message names what was missing or wrong, never the key that was sent
+            failures: RateLimitedLog = request.app.state.auth_failures
+            client = request.client.host if request.client else "unknown"
+            path = request.url.path
+            failures.warning(
+                client, "refused %s %s from %s: %d %s", request.method, path, client, exc.status_code, exc.message
+            )
+            raise
 
     return dependency
 

@@ -100,6 +100,7 @@ def serve_main(argv: list[str]) -> int:
     import uvicorn
 
     from .app import create_app
+    from .server import config as server_config
 
     # what serve holds (the data directory's lock, its PostgreSQL, the watch on it), released in reverse order
     stack = contextlib.ExitStack()
@@ -112,15 +113,7 @@ def serve_main(argv: list[str]) -> int:
         else:
             embedded, url = _open_embedded(settings, stack)
         _banner(settings, url, embedded is not None, from_option=args.database_url is not None)
-        config = uvicorn.Config(
-            create_app(settings, url),
-            host=settings.host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-        )
+        config = server_config(create_app(settings, url), settings)
         server = uvicorn.Server(config)
         if embedded is not None:
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -60,9 +61,25 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=2, ge=1)
     connect_timeout: float = Field(default=30.0, ge=0, description="how long start-up waits for PostgreSQL")
 
+    # The HTTP edge (receiver/server.py, receiver/guard.py). A connection on which a request is coming in is closed
+    # after this many seconds without a byte (not a bound on the total time: slow but steady uploads get through).
+    request_idle_timeout: float = Field(default=10.0, gt=0)
+    # Open connections at most; the next is answered 503 at once. The open files limit is raised to fit them.
+    max_connections: int = Field(default=1024, ge=1)
+    # Host names answered besides loopback ones (comma-separated; `*.example.org` for a domain, `*` for any). Unset:
+    # a receiver bound to loopback answers only to loopback names, one bound elsewhere to any.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Refused requests (authentication, Host, timeouts) are logged once per client address per this many seconds.
+    rejection_log_seconds: float = Field(default=60.0, gt=0)
+
     # API keys are read from the database at most this often (a new or revoked key takes effect within it).
     key_cache_seconds: float = Field(default=5.0, ge=0)
     # How often the receiver checks the stored retention policy (it is applied at most once a day).
     retention_check_seconds: float = Field(default=3600.0, gt=0)
 
     log_level: str = "info"
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        return [h.strip() for h in value.split(",") if h.strip()] if isinstance(value, str) else value

@@ -207,18 +207,12 @@ class ReceiverServer:
     def start(self) -> None:
         import uvicorn
 
+        from receiver import server
         from receiver.app import create_app
 
         settings = Settings(database_url=self.database_url, host="127.0.0.1", port=self.port, **self.overrides)
-        config = uvicorn.Config(
-            create_app(settings, self.database_url),
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-        self._server = uvicorn.Server(config)
+        # the configuration `glia serve` runs, so the tests exercise its timeouts, bounds and protocol
+        self._server = uvicorn.Server(server.config(create_app(settings, self.database_url), settings))
         self._thread = threading.Thread(target=self._server.run, name=f"receiver-{self.port}", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 20

@@ -1,4 +1,5 @@
 // Glia's read-only page: plain JavaScript, inline SVG plots, data from the receiver's /api (nothing from elsewhere).
+// It runs under a strict Content-Security-Policy (receiver/guard.py): no inline script, no eval, no style attributes.
 // The API key (when the receiver has keys) is kept in this browser's localStorage and sent as a bearer token.
 "use strict";
 
@@ -9,6 +10,8 @@ function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (k === "class") node.className = v;
+    // the CSSOM, not a style attribute, which the page's Content-Security-Policy (style-src 'self') refuses
+    else if (k === "style") node.style.cssText = v;
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v);
   }
