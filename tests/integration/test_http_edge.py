@@ -225,6 +225,25 @@ def test_connections_past_the_limit_get_503_until_others_close(
         assert httpx.get(f"{receiver.url}/healthz").status_code == 200
 
 
+def test_glia_serve_runs_the_same_edge(database_url: str) -> None:
+    from tests.serving import interrupt, serve_env, start_serve, wait_ready
+
+    proc, url = start_serve("--database-url", database_url, env=serve_env(GLIA_REQUEST_IDLE_TIMEOUT="1"))
+    try:
+        wait_ready(url, proc)
+        port = int(url.rpartition(":")[2])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+            started = time.monotonic()
+            assert read_until_closed(sock).startswith(b"HTTP/1.1 408 ")
+            assert time.monotonic() - started < 3.0
+        refused = httpx.get(url + "/api/runs", headers={"host": "rebind.example"})
+        assert refused.status_code == 403 and "GLIA_ALLOWED_HOSTS" in refused.json()["detail"]
+        assert "frame-ancestors 'none'" in httpx.get(url + "/").headers["content-security-policy"]
+    finally:
+        interrupt(proc)
+
+
 # --- item 8: the Host header ---------------------------------------------------------------------------------------
 
 
