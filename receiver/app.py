@@ -3,9 +3,12 @@
 content type -> read body (size limit) -> decompress (size limit) -> decode -> flatten -> store -> respond
 
 and every failure maps to one status: 400 undecodable, 413 too large, 415 unsupported type or encoding,
-503 + Retry-After when PostgreSQL is away or busy (the client retries). 200 is sent only after the commit, with
-`partial_success` when some spans or points could not be stored. Error bodies are `google.rpc.Status`, in the
-request's content type.
+503 + Retry-After when PostgreSQL is away or busy, or when the bodies being decoded already hold the decode budget
+(the client retries). 200 is sent only after the commit, with `partial_success` when some spans or points could not
+be stored or had values cut. Error bodies are `google.rpc.Status`, in the request's content type.
+
+Decoding costs several times a body's size in memory, so the bytes of bodies between decode and commit are bounded
+(`GLIA_MAX_DECODING_BYTES`), and rows are flattened and written in chunks, not held for the whole request at once.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -25,18 +30,19 @@ from fastapi.responses import JSONResponse, Response
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from starlette.requests import ClientDisconnect
 
 from . import api, auth, decode, docs, flatten, guard, retention
 from .errors import BadRequest, PayloadTooLarge, RequestError, SchemaError, Unavailable
 from .migrate import head_revision
 from .settings import Settings
-from .store import Store, check_schema, create_pool
+from .store import Chunks, Store, WriteResult, check_schema, create_pool
 
 log = logging.getLogger("glia.receiver")
 
 # Bodies larger than this are decoded and flattened in a worker thread so the event loop keeps serving.
 _THREAD_THRESHOLD = 256 * 1024
-_MAX_MESSAGES = 10  # per-item rejection messages echoed back in partial_success
+T = TypeVar("T")
 _GRPC_CODES = {
     400: code_pb2.INVALID_ARGUMENT,
     405: code_pb2.UNIMPLEMENTED,
@@ -54,9 +60,10 @@ class Signal:
     """What differs between /v1/traces and /v1/metrics."""
 
     name: str
-    parse: Callable[[bytes, str], decode.Decoded[Any]]
-    to_rows: Callable[[list[Any], flatten.Limits, int], flatten.Rows]
-    write: Callable[[Store, flatten.Rows], Awaitable[Any]]
+    parse: Callable[[bytes | bytearray, str], decode.Decoded[Any]]
+    months: Callable[[list[Any], flatten.Limits, int], set[datetime]]
+    chunks: Callable[[list[Any], flatten.Limits, int, decode.Report, int], Iterator[list[tuple[Any, ...]]]]
+    write: Callable[[Store, Chunks, Iterable[datetime]], Awaitable[WriteResult]]
     response: Callable[[int, str], bytes]
     rejected_field: str  # the partial_success field, in OTLP/JSON spelling
 
@@ -77,9 +84,23 @@ def _metric_response(rejected: int, message: str) -> bytes:
     return bytes(response.SerializeToString())
 
 
-TRACES = Signal("traces", decode.decode_traces, flatten.span_rows, Store.write_spans, _trace_response, "rejectedSpans")
+TRACES = Signal(
+    "traces",
+    decode.decode_traces,
+    flatten.span_months,
+    flatten.span_chunks,
+    Store.write_spans,
+    _trace_response,
+    "rejectedSpans",
+)
 METRICS = Signal(
-    "metrics", decode.decode_metrics, flatten.metric_rows, Store.write_metrics, _metric_response, "rejectedDataPoints"
+    "metrics",
+    decode.decode_metrics,
+    flatten.metric_months,
+    flatten.metric_chunks,
+    Store.write_metrics,
+    _metric_response,
+    "rejectedDataPoints",
 )
 
 
@@ -92,12 +113,9 @@ def _error_response(status: int, message: str, kind: str, headers: dict[str, str
     return Response(body, status_code=status, media_type=kind, headers=headers)
 
 
-def _success(signal: Signal, kind: str, rejected: int, errors: list[str]) -> Response:
-    message = ""
-    if rejected:
-        shown = errors[:_MAX_MESSAGES]
-        more = f"; and {len(errors) - len(shown)} more" if len(errors) > len(shown) else ""
-        message = "; ".join(shown) + more
+def _success(signal: Signal, kind: str, report: decode.Report) -> Response:
+    # OTLP lets partial_success carry a message with nothing rejected: a warning (here: values cut to a limit)
+    rejected, message = report.rejected, report.message()
     if kind == decode.PROTOBUF:
         return Response(signal.response(rejected, message), media_type=kind)
     body: dict[str, Any] = {}
@@ -106,7 +124,8 @@ def _success(signal: Signal, kind: str, rejected: int, errors: list[str]) -> Res
     return Response(orjson.dumps(body), media_type=kind)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytearray:
+    """The whole body; ClientDisconnect when the client goes away (or stops sending and is cut off) before its end."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -115,14 +134,90 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise BadRequest(f"Content-Length {declared!r} is not a number") from None
         if size > limit:
             raise PayloadTooLarge(f"body of {size} bytes is over the limit of {limit} bytes")
-    chunks = []
-    received = 0
+    body = bytearray()  # grows in place: joining a list of chunks would hold the body twice
     async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
+        if len(body) + len(chunk) > limit:
             raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk
+    return body
+
+
+class DecodeBudget:
+    """The bytes of request bodies between decode and commit, bounded: decoding costs several times a body's size.
+
+    Waiters are served in arrival order, so a large body is not passed over for ever by small ones; a body larger
+    than the whole budget gets all of it once nothing else holds any."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int, wait: float) -> AsyncIterator[None]:
+        """Hold `size` bytes of the budget for the block; Unavailable when they cannot be had within `wait` s."""
+        size = min(max(size, 1), self.capacity)
+        if self._waiting or self.used + size > self.capacity:
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append((size, granted))
+            try:
+                await asyncio.wait_for(asyncio.shield(granted), wait)
+            except BaseException as exc:
+                if granted.done():
+                    self._release(size)  # granted as the wait ran out
+                else:
+                    granted.cancel()
+                    self._grant()
+                if isinstance(exc, TimeoutError):
+                    raise Unavailable(
+                        f"the receiver is decoding as many bytes as it may at once ({self.capacity}, "
+                        "GLIA_MAX_DECODING_BYTES); retry later"
+                    ) from None
+                raise
+        else:
+            self.used += size
+        try:
+            yield
+        finally:
+            self._release(size)
+
+    def _release(self, size: int) -> None:
+        self.used -= size
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiting:
+            size, granted = self._waiting[0]
+            if granted.cancelled():
+                self._waiting.popleft()
+                continue
+            if self.used and self.used + size > self.capacity:
+                return
+            self._waiting.popleft()
+            self.used += size
+            granted.set_result(None)
+
+
+async def _maybe_thread(threaded: bool, func: Callable[..., T], *args: Any) -> T:
+    return await asyncio.to_thread(func, *args) if threaded else func(*args)
+
+
+async def _ahead(chunks: Iterator[T], threaded: bool) -> AsyncGenerator[T, None]:
+    """The items of `chunks`; when threaded, the next one is made in a worker thread while the caller works on the
+    current one (the flatten of chunk n+1 runs while PostgreSQL stores chunk n)."""
+    if not threaded:
+        for item in chunks:
+            yield item
+        return
+    following: asyncio.Future[T | None] = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+    try:
+        while (chunk := await following) is not None:
+            following = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+            yield chunk
+    finally:
+        # never leave the generator running in a thread behind us, nor its error unread
+        with contextlib.suppress(Exception):
+            await following
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
@@ -135,6 +230,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         max_future_days=settings.max_span_future_days,
     )
     retry_after = {"Retry-After": str(settings.retry_after_seconds)}
+    budget = DecodeBudget(settings.max_decoding_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -183,7 +279,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(api.router)
     app.include_router(docs.router)
 
-
     def error(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
         if request.url.path.startswith("/v1/"):  # OTLP: a google.rpc.Status in the request's content type
             kind = decode.PROTOBUF if "protobuf" in request.headers.get("content-type", "") else decode.JSON
@@ -221,15 +316,30 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def export(request: Request, signal: Signal) -> Response:
         kind = decode.JSON
         started = time.perf_counter()
+        report = decode.Report()
         try:
             kind = decode.media_type(request.headers.get("content-type"))
-            body = await _read_body(request, settings.max_body_bytes)
-            if len(body) > _THREAD_THRESHOLD:
-                decoded, rows = await asyncio.to_thread(_decode_flatten, signal, body, request, kind)
-            else:
-                decoded, rows = _decode_flatten(signal, body, request, kind)
-            store: Store = request.app.state.store
-            result = await signal.write(store, rows)
+            try:
+                body = await _read_body(request, settings.max_body_bytes)
+            except ClientDisconnect:
+                # nobody is left to answer: not an error of ours, nor one worth a line at the default level
+                log.debug("%s: the client went away before its whole body had arrived", signal.name)
+                return Response(status_code=400)
+            encoding = request.headers.get("content-encoding")
+            raw = await _maybe_thread(
+                len(body) > _THREAD_THRESHOLD, decode.decompress, body, encoding, settings.max_body_bytes
+            )
+            del body
+            async with budget.hold(len(raw), settings.decode_wait_seconds):
+                threaded = len(raw) > _THREAD_THRESHOLD
+                decoded = await _maybe_thread(threaded, signal.parse, raw, kind)
+                del raw
+                now = time.time_ns()
+                months = await _maybe_thread(threaded, signal.months, decoded.items, limits, now)
+                rows = signal.chunks(decoded.items, limits, now, report, settings.write_chunk_rows)
+                async with contextlib.aclosing(_ahead(rows, threaded)) as chunks:
+                    store: Store = request.app.state.store
+                    result = await signal.write(store, chunks, months)
         except Unavailable as exc:
             log.warning("%s: 503 %s", signal.name, exc.message)
             return _error_response(503, exc.message, kind, retry_after)
@@ -240,28 +350,17 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             # a bug, not the client's fault nor a transient one: say so in the OTLP shape, with the details in our log
             log.exception("%s: internal error", signal.name)
             return _error_response(500, "internal error in the glia receiver; see its log", kind)
-        rejected = decoded.rejected + rows.rejected + result.rejected
-        errors = decoded.errors + rows.errors + (result.errors or [])
-        if rejected:
+        report.merge(result.rejected, result.errors)
+        if report.rejected:
             log.warning(
-                "%s: stored %d, rejected %d: %s", signal.name, len(rows.rows) - result.rejected, rejected, errors[0]
+                "%s: stored %d new, rejected %d: %s", signal.name, result.inserted, report.rejected, report.errors[0]
             )
+        if report.warnings:
+            log.info("%s: values cut to the limits: %s", signal.name, report.warnings[0])
         log.debug(
-            "%s: %d rows (%d new) in %.1f ms",
-            signal.name,
-            len(rows.rows),
-            result.inserted,
-            (time.perf_counter() - started) * 1e3,
+            "%s: %d new rows in %.1f ms", signal.name, result.inserted, (time.perf_counter() - started) * 1e3
         )
-        return _success(signal, kind, rejected, errors)
-
-    def _decode_flatten(
-        signal: Signal, body: bytes, request: Request, kind: str
-    ) -> tuple[decode.Decoded[Any], flatten.Rows]:
-        raw = decode.decompress(body, request.headers.get("content-encoding"), settings.max_body_bytes)
-        decoded = signal.parse(raw, kind)
-        rows = signal.to_rows(decoded.items, limits, time.time_ns())
-        return decoded, rows
+        return _success(signal, kind, report)
 
     @app.post("/v1/traces", summary="OTLP/HTTP trace export", dependencies=ingest_auth)
     async def traces(request: Request) -> Response:

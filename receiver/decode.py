@@ -1,17 +1,19 @@
 """OTLP request bodies -> protobuf messages, per the OTLP/HTTP specification.
 
 Protobuf bodies parse as a whole. JSON bodies parse resource by resource and span by span, so one malformed span is
-rejected on its own (reported in `partial_success`) while the rest of the batch is stored. OTLP/JSON differs from
-the protobuf JSON mapping in its ids, which are hex rather than base64; enums are integers; int64 may be strings or
-numbers. Both lowerCamelCase and the proto field names are accepted as keys, as the Collector does, and unknown
-fields are ignored.
+rejected on its own (reported in `partial_success`) while the rest of the batch is stored. A JSON body's resources
+and scopes are checked at once (a bad structure fails the request), its spans and metrics only as flatten takes them
+(`ScopeItems.each`), so the protobuf messages of a large body never all exist beside the parsed JSON. OTLP/JSON
+differs from the protobuf JSON mapping in its ids, which are hex rather than base64; enums are integers; int64 may be
+strings or numbers. Both lowerCamelCase and the proto field names are accepted as keys, as the Collector does, and
+unknown fields are ignored.
 """
 
 from __future__ import annotations
 
 import binascii
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -29,6 +31,9 @@ from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+MAX_MESSAGES = 10  # per-item messages kept for partial_success; the rest are counted
+MAX_MESSAGE_CHARS = 1000  # one message's length in partial_success (a nested parse error can run to pages)
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -43,7 +48,7 @@ def media_type(content_type: str | None) -> str:
     raise UnsupportedMediaType(f"unsupported content type {shown!r}: send {PROTOBUF} or {JSON}")
 
 
-def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+def decompress(body: bytes | bytearray, encoding: str | None, limit: int) -> bytes | bytearray:
     """Undo `Content-Encoding` (gzip, deflate or identity), refusing to inflate past `limit` bytes."""
     enc = (encoding or "identity").strip().lower()
     if enc in ("", "identity"):
@@ -65,7 +70,7 @@ def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
         raise BadRequest(f"body is not valid {enc} data: {exc}") from None
 
 
-def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+def _inflate(body: bytes | bytearray, wbits: int, limit: int) -> bytes:
     inflater = zlib.decompressobj(wbits)
     out = inflater.decompress(body, limit + 1)
     if len(out) > limit or inflater.unconsumed_tail:
@@ -79,11 +84,89 @@ def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
 
 
 @dataclass
+class Report:
+    """What became of a request's items across the pipeline: rejections (with the reason) and warnings (values
+    cut to a limit, stored all the same). Only the first MAX_MESSAGES messages are kept, the rest counted."""
+
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    more_errors: int = 0
+    more_warnings: int = 0
+
+    def reject(self, count: int, message: str) -> None:
+        self.rejected += count
+        if len(self.errors) < MAX_MESSAGES:
+            self.errors.append(_shorten(message))
+        else:
+            self.more_errors += 1
+
+    def has_room(self) -> bool:
+        """Whether another rejection's message would be kept (a huge batch of bad items need not format them)."""
+        return len(self.errors) < MAX_MESSAGES
+
+    def merge(self, rejected: int, messages: list[str]) -> None:
+        """Add `rejected` items rejected further down the pipeline, with (some of) their messages."""
+        for message in messages:
+            self.reject(1, message)
+        self.rejected += rejected - len(messages)
+
+    def warn(self, message: str) -> None:
+        if len(self.warnings) < MAX_MESSAGES:
+            self.warnings.append(_shorten(message))
+        else:
+            self.more_warnings += 1
+
+    def message(self) -> str:
+        """partial_success's error_message: the rejections first, then the warnings; empty when all is well."""
+        parts = [*self.errors]
+        if self.more_errors:
+            parts.append(f"and {self.more_errors} more rejected")
+        parts += self.warnings
+        if self.more_warnings:
+            parts.append(f"and {self.more_warnings} more cut")
+        return "; ".join(parts)
+
+
+def _shorten(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE_CHARS else message[: MAX_MESSAGE_CHARS - 3] + "..."
+
+
+@dataclass
 class ScopeItems(Generic[T]):
-    """The spans (or metrics) of one instrumentation scope."""
+    """The spans (or metrics) of one instrumentation scope.
+
+    `items` holds protobuf messages, or, for JSON, the parsed objects that `convert` turns into messages one at a
+    time in `each`."""
 
     scope: InstrumentationScope
-    items: list[T]
+    items: Sequence[Any]
+    convert: Callable[[Any], T] | None = None
+    count: Callable[[Any], int] = field(default=lambda _: 1)  # data points in an item, for rejections
+    where: str = ""  # the JSON path of `items`, for messages
+
+    def total(self) -> int:
+        """How many spans (or data points) the scope holds, decoded or not."""
+        return sum(self.count(item) for item in self.items)
+
+    def each(self, report: Report) -> Iterator[tuple[int, T]]:
+        """(index, message) for every item; a JSON item that does not decode is rejected into `report`.
+
+        JSON objects are let go of once converted, so a scope can be walked once only."""
+        if self.convert is None:
+            yield from enumerate(self.items)
+            return
+        raw = self.items
+        assert isinstance(raw, list)
+        convert = self.convert
+        for k, obj in enumerate(raw):
+            raw[k] = None
+            try:
+                message = convert(obj)
+            except BadRequest as exc:
+                report.reject(self.count(obj), f"{self.where}[{k}]: {exc.message}" if report.has_room() else "")
+                continue
+            yield k, message
 
 
 @dataclass
@@ -111,35 +194,29 @@ class _Shape:
 
 @dataclass
 class Decoded(Generic[T]):
-    """What a body decoded to, plus the items that could not be decoded and why."""
+    """What a body decoded to. JSON items are decoded later, as flatten walks them (`ScopeItems.each`)."""
 
-    items: list[T] = field(default_factory=list)
-    rejected: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def reject(self, count: int, message: str) -> None:
-        self.rejected += count
-        self.errors.append(message)
+    items: list[ResourceItems[T]] = field(default_factory=list)
 
 
 # --- traces -------------------------------------------------------------------------------------------------
 
 
-def decode_traces(body: bytes, kind: str) -> Decoded[ResourceSpans]:
+def decode_traces(body: bytes | bytearray, kind: str) -> Decoded[Span]:
     """Decode an ExportTraceServiceRequest body of media type `kind`."""
     if kind == PROTOBUF:
         request = _parse_protobuf(ExportTraceServiceRequest, body)
         return Decoded(
             items=[
-                ResourceItems(rs.resource, [ScopeItems(ss.scope, list(ss.spans)) for ss in rs.scope_spans])
+                ResourceItems(rs.resource, [ScopeItems(ss.scope, ss.spans) for ss in rs.scope_spans])
                 for rs in request.resource_spans
             ]
         )
     return _decode_json(body, _TRACES)
 
 
-def _decode_json(body: bytes, shape: _Shape) -> Decoded[Any]:
-    """Walk resources -> scopes -> items; a bad item is rejected alone, a bad structure fails the request."""
+def _decode_json(body: bytes | bytearray, shape: _Shape) -> Decoded[Any]:
+    """Walk resources -> scopes; a bad structure fails the request. Items are decoded later, each on its own."""
     out: Decoded[Any] = Decoded()
     for i, resource in enumerate(_json_list(_json_object(body), *shape.resources, "request")):
         where = f"{shape.resources[0]}[{i}]"
@@ -154,13 +231,9 @@ def _decode_json(body: bytes, shape: _Shape) -> Decoded[Any]:
             scope_message = _json_message(
                 InstrumentationScope, _field(scope, "scope", "scope") or {}, f"{swhere}.scope"
             )
-            items = []
-            for k, item in enumerate(_json_list(scope, *shape.items, swhere)):
-                try:
-                    items.append(shape.decode_item(item))
-                except BadRequest as exc:
-                    out.reject(shape.count_item(item), f"{swhere}.{shape.items[0]}[{k}]: {exc.message}")
-            scopes.append(ScopeItems(scope_message, items))
+            items = _json_list(scope, *shape.items, swhere)
+            where = f"{swhere}.{shape.items[0]}"
+            scopes.append(ScopeItems(scope_message, items, shape.decode_item, shape.count_item, where))
         out.items.append(ResourceItems(message, scopes))
     return out
 
@@ -168,7 +241,13 @@ def _decode_json(body: bytes, shape: _Shape) -> Decoded[Any]:
 def _json_span(span: Any) -> Span:
     if not isinstance(span, dict):
         raise BadRequest("not an object")
+    if not span:
+        raise BadRequest("traceId is missing")  # the cheap answer to a body of a million `{}`
     fixed = dict(span)
+    _check_enum(fixed, "kind", "kind", "kind")
+    status = fixed.get("status")
+    if isinstance(status, dict):
+        _check_enum(status, "code", "code", "status.code")
     _hex_to_b64(fixed, "traceId", "trace_id", 16, required=True)
     _hex_to_b64(fixed, "spanId", "span_id", 8, required=True)
     _hex_to_b64(fixed, "parentSpanId", "parent_span_id", 8, required=False)
@@ -190,13 +269,15 @@ def _json_span(span: Any) -> Span:
 # --- metrics ------------------------------------------------------------------------------------------------
 
 
-def decode_metrics(body: bytes, kind: str) -> Decoded[ResourceMetrics]:
-    """Decode an ExportMetricsServiceRequest body of media type `kind`; `rejected` counts data points."""
+def decode_metrics(body: bytes | bytearray, kind: str) -> Decoded[Metric]:
+    """Decode an ExportMetricsServiceRequest body of media type `kind`; rejections count data points."""
     if kind == PROTOBUF:
         request = _parse_protobuf(ExportMetricsServiceRequest, body)
         return Decoded(
             items=[
-                ResourceItems(rm.resource, [ScopeItems(sm.scope, list(sm.metrics)) for sm in rm.scope_metrics])
+                ResourceItems(
+                    rm.resource, [ScopeItems(sm.scope, sm.metrics, count=_pb_points) for sm in rm.scope_metrics]
+                )
                 for rm in request.resource_metrics
             ]
         )
@@ -221,6 +302,7 @@ def _json_metric(metric: Any) -> Metric:
         if not isinstance(data, dict):
             continue
         data = dict(data)
+        _check_enum(data, "aggregationTemporality", "aggregation_temporality", f"{camel}.aggregationTemporality")
         points = _field(data, "dataPoints", "data_points")
         if isinstance(points, list):
             new_points = []
@@ -244,6 +326,11 @@ def _json_metric(metric: Any) -> Metric:
     return _json_message(Metric, fixed, "")
 
 
+def _pb_points(metric: Metric) -> int:
+    which = metric.WhichOneof("data")
+    return max(1, len(getattr(metric, which).data_points)) if which else 1
+
+
 def _count_points(metric: Any) -> int:
     if isinstance(metric, dict):
         for camel, snake in _METRIC_KINDS:
@@ -255,10 +342,68 @@ def _count_points(metric: Any) -> int:
     return 1
 
 
+# --- times, before flattening ------------------------------------------------------------------------------
+
+
+def span_start_times(batches: list[ResourceSpans]) -> Iterator[int]:
+    """Every span's start time, read without decoding JSON spans: the partitions a request needs are made before
+    its transaction begins. Unreadable times are left out (those spans are rejected later)."""
+    for resource in batches:
+        for scope in resource.scopes:
+            if scope.convert is None:
+                for span in scope.items:
+                    yield span.start_time_unix_nano
+                continue
+            for obj in scope.items:  # the hot loop of a huge body: inlined
+                if type(obj) is dict:
+                    value = obj.get("startTimeUnixNano")
+                    if value is None:
+                        value = obj.get("start_time_unix_nano")
+                    if value is not None:
+                        t = _json_int(value)
+                        if t is not None:
+                            yield t
+
+
+def point_times(batches: list[ResourceMetrics]) -> Iterator[int]:
+    """Every data point's time, as `span_start_times` does for spans."""
+    for resource in batches:
+        for scope in resource.scopes:
+            if scope.convert is None:
+                for metric in scope.items:
+                    which = metric.WhichOneof("data")
+                    if which is not None:
+                        for point in getattr(metric, which).data_points:
+                            yield point.time_unix_nano
+                continue
+            for obj in scope.items:
+                if not isinstance(obj, dict):
+                    continue
+                for camel, snake in _METRIC_KINDS:
+                    data = _field(obj, camel, snake)
+                    points = _field(data, "dataPoints", "data_points") if isinstance(data, dict) else None
+                    for point in points if isinstance(points, list) else ():
+                        if isinstance(point, dict):
+                            t = _json_int(_field(point, "timeUnixNano", "time_unix_nano"))
+                            if t is not None:
+                                yield t
+
+
+def _json_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            return None
+    return None
+
+
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def _parse_protobuf(cls: Callable[[], M], body: bytes) -> M:
+def _parse_protobuf(cls: Callable[[], M], body: bytes | bytearray) -> M:
     message = cls()
     try:
         message.ParseFromString(body)
@@ -268,8 +413,8 @@ def _parse_protobuf(cls: Callable[[], M], body: bytes) -> M:
     return message
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
+def _json_object(body: bytes | bytearray) -> dict[str, Any]:
+    if not body or body.isspace():  # (strip() would copy a large body)
         return {}  # an empty body is an empty request, as it is in protobuf
     try:
         value = orjson.loads(body)
@@ -292,6 +437,26 @@ def _json_list(obj: dict[str, Any], camel: str, snake: str, where: str) -> list[
     if not isinstance(value, list):
         raise BadRequest(f"{where}.{camel} must be an array, not {type(value).__name__}")
     return value
+
+
+def _check_enum(obj: dict[str, Any], camel: str, snake: str, name: str) -> None:
+    """Refuse an enum number outside int32. protobuf's json_format looks a number up among the enum's values by its
+    low 32 bits (upb's values_by_number map), so 2**40 would silently become value 0 and 2**32 + 3 value 3."""
+    value = _field(obj, camel, snake)
+    if isinstance(value, bool) or value is None:
+        return
+    number: int | None = None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        try:
+            number = int(value)
+        except ValueError:
+            return  # an enum name, or nonsense that json_format reports
+    if number is not None and not INT32_MIN <= number <= INT32_MAX:
+        raise BadRequest(f"{name} {number} is out of range for an OTLP enum (int32)")
 
 
 def _hex_to_b64(
@@ -321,7 +486,7 @@ def _hex_to_b64(
 def _looks_base64(value: str, size: int) -> bool:
     try:
         return len(binascii.a2b_base64(value)) == size
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a non-ASCII character
         return False
 
 

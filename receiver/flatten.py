@@ -2,9 +2,14 @@
 
 The attribute contract is docs/attributes.md. A known attribute whose value has the wrong type (and cannot be read
 as the right one) stays in the JSONB bag instead of its column, so nothing a client sent is lost. Limits protect
-PostgreSQL from hostile spans: strings over `max_attribute_value_bytes` are cut (the keys are listed in the span's
-`glia.receiver.truncated` attribute), attributes past `max_attributes_per_span` and events past
-`max_events_per_span` are dropped and counted in `dropped_attributes_count`.
+PostgreSQL from hostile spans: strings over `max_attribute_value_bytes` are cut, attribute values and free text alike
+(span and event names, status messages, scope fields, metric units; the keys and fields are listed in the span's or
+point's `glia.receiver.truncated` attribute and in partial_success), attributes past `max_attributes_per_span` and
+events past `max_events_per_span` are dropped and counted in `dropped_attributes_count`.
+
+What cannot be stored is rejected here, item by item, with the field named: a number that does not fit its column
+(`NUMERIC_LIMITS`), and an identifying value too long for its index (`INDEXED_TEXT`). Rows come out in chunks
+(`span_chunks`, `metric_chunks`) so a large request never holds all its rows at once.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import base64
 import hashlib
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +29,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from .decode import ResourceMetrics, ResourceSpans
+from .decode import Report, ResourceMetrics, ResourceSpans
 
 NS_PER_DAY = 86_400 * 10**9
 
@@ -109,6 +114,44 @@ METRIC_COLUMNS: tuple[str, ...] = (
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+SMALLINT_MIN, SMALLINT_MAX = -(2**15), 2**15 - 1
+
+# The numeric columns a request's numbers land in, and their PostgreSQL types: a number outside its type's range
+# rejects its item by name (asyncpg would raise OverflowError inside COPY and fail the whole batch).
+NUMERIC_LIMITS: dict[str, tuple[str, int, int]] = {
+    "kind": ("smallint", SMALLINT_MIN, SMALLINT_MAX),
+    "status.code": ("smallint", SMALLINT_MIN, SMALLINT_MAX),
+    "dropped_attributes_count": ("integer", INT32_MIN, INT32_MAX),
+    "duration_ns": ("bigint", INT64_MIN, INT64_MAX),
+    "start_time_unix_nano": ("bigint", INT64_MIN, INT64_MAX),
+    "count": ("bigint", INT64_MIN, INT64_MAX),
+}
+
+# Identifying values in btree-indexed text columns. PostgreSQL refuses an index entry over 2,704 bytes (8 KiB pages),
+# and a refused row used to cost its whole batch; a value over MAX_INDEXED_BYTES rejects its item (every span of the
+# resource, every point of the metric) instead of being cut, since cutting would merge distinct hosts or programs into
+# one. Table -> column -> what the client calls it. Every btree index over a text column of receiver/sql/schema.sql
+# must have its columns here or in FIXED_TEXT (tests/unit/test_receiver_pure.py reads the schema to check), and one
+# index's columns must fit together: at most two unbounded ones per index at this limit.
+MAX_INDEXED_BYTES = 1024
+INDEXED_TEXT: dict[str, dict[str, str]] = {
+    "spans": {
+        "service_name": "service.name",
+        "host_name": "host.name",
+        "process_owner": "process.owner",
+        "script_sha256": "glia.script.sha256",
+    },
+    "metric_points": {
+        "metric_name": "metric name",
+        "service_instance_id": "service.instance.id",
+        "trace_id": "glia.trace_id",
+        "span_id": "glia.span_id",
+    },
+}
+# Indexed text columns whose values are bounded by construction: hex of ids whose length flatten checks.
+FIXED_TEXT: dict[str, set[str]] = {"spans": {"trace_id", "span_id", "parent_span_id"}, "metric_points": set()}
+
+TRUNCATED = "glia.receiver.truncated"  # the attribute listing what was cut
 
 
 @dataclass(frozen=True)
@@ -124,13 +167,23 @@ class Limits:
 
 @dataclass
 class Rows:
-    """Rows ready for the database, the partition months they touch, and what was rejected and why."""
+    """Rows ready for the database, the partition months they touch, and what was rejected or cut and why."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     months: set[datetime] = field(default_factory=set)
-    rejected: int = 0
-    errors: list[str] = field(default_factory=list)
-    truncated: int = 0
+    report: Report = field(default_factory=Report)
+
+    @property
+    def rejected(self) -> int:
+        return self.report.rejected
+
+    @property
+    def errors(self) -> list[str]:
+        return self.report.errors
+
+
+class _Unfit(Exception):
+    """An item that cannot be stored; the message names the field and its value."""
 
 
 class _Bag:
@@ -170,11 +223,7 @@ class _Bag:
     def value(self, v: AnyValue, key: str) -> Any:
         which = v.WhichOneof("value")
         if which == "string_value":
-            s: str = v.string_value
-            if len(s) * 4 > self.limits.max_value_bytes and len(s.encode()) > self.limits.max_value_bytes:
-                s = s.encode()[: self.limits.max_value_bytes].decode(errors="ignore")
-                self.truncated_keys.append(key)
-            return _clean(s)
+            return self.text(v.string_value, key)
         if which == "int_value" or which == "bool_value":
             return getattr(v, which)
         if which == "double_value":
@@ -188,10 +237,40 @@ class _Bag:
             return base64.b64encode(v.bytes_value).decode()
         return None
 
+    def text(self, s: str, marker: str) -> str:
+        """`s` without NUL and cut to the value limit on a character boundary; a cut is recorded as `marker`."""
+        s = _clean(s)
+        limit = self.limits.max_value_bytes
+        if len(s) * 4 > limit:
+            encoded = s.encode()
+            if len(encoded) > limit:
+                s = encoded[:limit].decode(errors="ignore")
+                self.truncated_keys.append(marker)
+        return s
+
 
 def _clean(s: str) -> str:
     # PostgreSQL text and jsonb cannot hold NUL
     return s.replace("\x00", "\ufffd") if "\x00" in s else s
+
+
+def _check(field_name: str, value: int, shown: str | None = None) -> None:
+    """Raise _Unfit unless `value` fits the column type of `field_name`."""
+    kind, low, high = NUMERIC_LIMITS[field_name]
+    if not low <= value <= high:
+        raise _Unfit(f"{shown or f'{field_name} {value}'} does not fit its column ({kind}, {low}..{high})")
+
+
+def _overlong(value: str | None) -> int | None:
+    """The UTF-8 size of an identifying value over MAX_INDEXED_BYTES, or None when it fits."""
+    if value is None or len(value) * 4 <= MAX_INDEXED_BYTES:
+        return None
+    size = len(value.encode())
+    return size if size > MAX_INDEXED_BYTES else None
+
+
+def _over_index_limit(name: str, size: int) -> str:
+    return f"{name} is {size} bytes, over the {MAX_INDEXED_BYTES}-byte limit for indexed values"
 
 
 def _coerce(value: Any, kind: str) -> Any:
@@ -270,36 +349,116 @@ def month_of(ns: int) -> datetime:
 _MONTHS: dict[int, datetime] = {}
 
 
-def _resource_part(resource: Resource, limits: Limits) -> tuple[list[Any], str]:
-    bag = _Bag(limits).convert(resource.attributes, limits.max_attributes)
-    columns = _split(bag, RESOURCE_COLUMNS)
-    return columns, _dumps(bag)
+def months(times: Iterable[int], limits: Limits, now_ns: int) -> set[datetime]:
+    """The partition months of the times inside the accepted window (the others are rejected)."""
+    earliest, latest = _window(limits, now_ns)
+    out: set[datetime] = set()
+    last_day = None
+    for ns in times:
+        if earliest <= ns <= latest:
+            day = ns // NS_PER_DAY
+            if day != last_day:  # a batch's times are mostly one day
+                out.add(month_of(ns))
+                last_day = day
+    return out
 
 
 def _window(limits: Limits, now_ns: int) -> tuple[int, int]:
     return now_ns - limits.max_age_days * NS_PER_DAY, now_ns + limits.max_future_days * NS_PER_DAY
 
 
-def span_rows(batches: list[ResourceSpans], limits: Limits, now_ns: int) -> Rows:
-    """Flatten decoded spans into rows in SPAN_COLUMNS order, rejecting spans that cannot be stored."""
-    out = Rows()
+def _cut_message(where: str, keys: list[str], limits: Limits) -> str:
+    fields = ", ".join(sorted(set(keys)))
+    return f"{where}: cut {fields} to {limits.max_value_bytes} bytes (stored, listed in {TRUNCATED})"
+
+
+@dataclass
+class _ResourcePart:
+    columns: list[Any]
+    json: str
+    cut: list[str]
+    problem: str | None
+
+
+_SPAN_IDENTIFYING = [
+    (i, key) for i, (key, (column, _)) in enumerate(RESOURCE_COLUMNS.items()) if column in INDEXED_TEXT["spans"]
+]
+
+
+def _resource_part(resource: Resource, limits: Limits) -> _ResourcePart:
+    bag = _Bag(limits)
+    attributes = bag.convert(resource.attributes, limits.max_attributes)
+    columns = _split(attributes, RESOURCE_COLUMNS)
+    problem = None
+    for i, key in _SPAN_IDENTIFYING:
+        size = _overlong(columns[i])
+        if size is not None:
+            problem = "resource attribute " + _over_index_limit(key, size)
+            break
+    return _ResourcePart(columns, _dumps(attributes), [f"resource.{k}" for k in bag.truncated_keys], problem)
+
+
+def _scope_part(scope: Any, limits: Limits) -> tuple[str | None, str | None, list[str]]:
+    bag = _Bag(limits)
+    name = bag.text(scope.name, "scope.name") or None
+    version = bag.text(scope.version, "scope.version") or None
+    return name, version, bag.truncated_keys
+
+
+def _chunk_size(chunk_rows: int, total: int) -> int:
+    # Each chunk is written under its own savepoint, and a transaction with more than 64 subtransactions makes every
+    # other session's snapshot check pg_subtrans: a request is cut into at most about 48 chunks.
+    return max(chunk_rows, -(-total // 48))
+
+
+def span_months(batches: list[ResourceSpans], limits: Limits, now_ns: int) -> set[datetime]:
+    """The partition months a request's spans need; call before span_chunks, which consumes JSON items."""
+    from .decode import span_start_times
+
+    return months(span_start_times(batches), limits, now_ns)
+
+
+def span_chunks(
+    batches: list[ResourceSpans], limits: Limits, now_ns: int, report: Report, chunk_rows: int = 4096
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Flatten decoded spans into lists of rows in SPAN_COLUMNS order; spans that cannot be stored are rejected into
+    `report`, values cut to the limits are reported there as warnings."""
     earliest, latest = _window(limits, now_ns)
+    size = _chunk_size(chunk_rows, sum(len(ss.items) for rs in batches for ss in rs.scopes))
+    chunk: list[tuple[Any, ...]] = []
     for r, rs in enumerate(batches):
-        resource_columns, resource_json = _resource_part(rs.resource, limits)
+        resource = _resource_part(rs.resource, limits)
+        if resource.problem:
+            total = sum(len(ss.items) for ss in rs.scopes)
+            report.reject(total, f"resourceSpans[{r}]: {resource.problem} ({total} spans rejected)")
+            continue
         for s, ss in enumerate(rs.scopes):
-            scope_name = _clean(ss.scope.name) or None
-            scope_version = _clean(ss.scope.version) or None
-            for n, span in enumerate(ss.items):
-                problem = _span_problem(span, earliest, latest)
-                if problem:
-                    out.rejected += 1
-                    out.errors.append(
-                        f"resourceSpans[{r}].scopeSpans[{s}].spans[{n}] (name {span.name[:60]!r}): {problem}"
-                    )
+            scope_name, scope_version, scope_cut = _scope_part(ss.scope, limits)
+            for n, span in ss.each(report):
+                where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{n}]"
+                try:
+                    problem = _span_problem(span, earliest, latest)
+                    if problem:
+                        raise _Unfit(problem)
+                    row, cut = _span_row(span, scope_name, scope_version, resource, limits, scope_cut)
+                except _Unfit as exc:
+                    report.reject(1, f"{where} (name {span.name[:60]!r}): {exc}")
                     continue
-                row = _span_row(span, scope_name, scope_version, resource_columns, resource_json, limits, out)
-                out.rows.append(row)
-                out.months.add(month_of(span.start_time_unix_nano))
+                if cut:
+                    report.warn(_cut_message(where, cut, limits))
+                chunk.append(row)
+                if len(chunk) >= size:
+                    yield chunk
+                    chunk = []
+    if chunk:
+        yield chunk
+
+
+def span_rows(batches: list[ResourceSpans], limits: Limits, now_ns: int) -> Rows:
+    """All of a request's span rows at once (span_chunks is what the receiver uses)."""
+    out = Rows(months=span_months(batches, limits, now_ns))
+    for chunk in span_chunks(batches, limits, now_ns, out.report):
+        out.rows += chunk
     return out
 
 
@@ -318,6 +477,9 @@ def _span_problem(span: Span, earliest: int, latest: int) -> str | None:
         )
     if end < start:
         return f"end_time_unix_nano {end} is before start_time_unix_nano {start}"
+    _check("duration_ns", end - start, f"end_time_unix_nano {end}: the duration {end - start} ns")
+    _check("kind", span.kind)
+    _check("status.code", span.status.code)
     return None
 
 
@@ -325,11 +487,10 @@ def _span_row(
     span: Span,
     scope_name: str | None,
     scope_version: str | None,
-    resource_columns: list[Any],
-    resource_json: str,
+    resource: _ResourcePart,
     limits: Limits,
-    out: Rows,
-) -> tuple[Any, ...]:
+    scope_cut: list[str],
+) -> tuple[tuple[Any, ...], list[str]]:
     converter = _Bag(limits)
     bag = converter.convert(span.attributes, limits.max_attributes)
     attribute_columns = _split(bag, SPAN_ATTRIBUTE_COLUMNS)
@@ -340,84 +501,135 @@ def _span_row(
             continue
         events.append(
             {
-                "name": _clean(event.name),
+                "name": converter.text(event.name, "span.events.name"),
                 "time_unix_nano": event.time_unix_nano,
                 "attributes": converter.convert(event.attributes, limits.max_attributes),
             }
         )
     links = [
         {
-            "trace_id": link.trace_id.hex(),
-            "span_id": link.span_id.hex(),
+            "trace_id": converter.text(link.trace_id.hex(), "span.links.trace_id"),
+            "span_id": converter.text(link.span_id.hex(), "span.links.span_id"),
             "attributes": converter.convert(link.attributes, limits.max_attributes),
         }
         for link in span.links
     ]
-    if converter.truncated_keys:
-        bag["glia.receiver.truncated"] = sorted(set(converter.truncated_keys))
-        out.truncated += 1
+    dropped = span.dropped_attributes_count + converter.dropped
+    if dropped > INT32_MAX:
+        shown = f"dropped_attributes_count {span.dropped_attributes_count}"
+        if converter.dropped:
+            shown += f" + {converter.dropped} dropped here"
+        _check("dropped_attributes_count", dropped, shown)
+    name = converter.text(span.name, "span.name")
+    status_message = converter.text(span.status.message, "span.status.message") or None
+    trace_state = converter.text(span.trace_state, "span.trace_state") or None
+    cut = converter.truncated_keys
+    if scope_cut or resource.cut:
+        cut = [*cut, *scope_cut, *resource.cut]
+    if cut:
+        bag[TRUNCATED] = sorted(set(cut))
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-    return (
+    row = (
         span.trace_id.hex(),
         span.span_id.hex(),
         _time(start),
         span.parent_span_id.hex() or None,
-        _clean(span.trace_state) or None,
-        _clean(span.name),
+        trace_state,
+        name,
         span.kind,
         span.status.code,
-        _clean(span.status.message) or None,
+        status_message,
         _time(end),
         start,
         end - start,
         scope_name,
         scope_version,
-        *resource_columns,
+        *resource.columns,
         *attribute_columns,
         _dumps(bag),
-        resource_json,
+        resource.json,
         _dumps(events) if events else "[]",
         _dumps(links) if links else "[]",
-        span.dropped_attributes_count + converter.dropped,
+        dropped,
     )
+    return row, cut
 
 
 # --- metrics ------------------------------------------------------------------------------------------------
 
 
-def metric_rows(batches: list[ResourceMetrics], limits: Limits, now_ns: int) -> Rows:
-    """Flatten decoded metrics into one row per data point, in METRIC_COLUMNS order."""
-    out = Rows()
+def metric_months(batches: list[ResourceMetrics], limits: Limits, now_ns: int) -> set[datetime]:
+    """The partition months a request's points need; call before metric_chunks, which consumes JSON items."""
+    from .decode import point_times
+
+    return months(point_times(batches), limits, now_ns)
+
+
+def metric_chunks(
+    batches: list[ResourceMetrics], limits: Limits, now_ns: int, report: Report, chunk_rows: int = 4096
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Flatten decoded metrics into lists of rows, one per data point, in METRIC_COLUMNS order."""
     earliest, latest = _window(limits, now_ns)
-    for rm in batches:
+    size = _chunk_size(chunk_rows, sum(ss.total() for rm in batches for ss in rm.scopes))
+    chunk: list[tuple[Any, ...]] = []
+    for r, rm in enumerate(batches):
         # metric points keep the whole resource; the service name and instance id are columns too
-        full_resource = _Bag(limits).convert(rm.resource.attributes, limits.max_attributes)
+        resource_bag = _Bag(limits)
+        full_resource = resource_bag.convert(rm.resource.attributes, limits.max_attributes)
+        resource_cut = [f"resource.{k}" for k in resource_bag.truncated_keys]
         service_name = _coerce(full_resource.get("service.name"), "str")
         instance_id = _coerce(full_resource.get("service.instance.id"), "str")
+        size_over = _overlong(instance_id)
+        if size_over is not None:
+            total = sum(ss.total() for ss in rm.scopes)
+            problem = _over_index_limit("service.instance.id", size_over)
+            report.reject(total, f"resourceMetrics[{r}]: resource attribute {problem} ({total} points rejected)")
+            continue
         resource_all = _dumps(full_resource)
         for sm in rm.scopes:
-            scope_name = _clean(sm.scope.name) or None
-            for metric in sm.items:
+            scope_bag = _Bag(limits)
+            scope_name = scope_bag.text(sm.scope.name, "scope.name") or None
+            for _, metric in sm.each(report):
+                name = _clean(metric.name)
+                size_over = _overlong(name)
+                if size_over is not None:
+                    points = _points_in(metric)
+                    report.reject(points, f"metric {name[:60]!r}: {_over_index_limit('metric name', size_over)}")
+                    continue
+                metric_bag = _Bag(limits)
+                unit = metric_bag.text(metric.unit, "metric.unit") or None
+                shared_cut = [*resource_cut, *scope_bag.truncated_keys, *metric_bag.truncated_keys]
                 for point_row in _metric_points(metric, limits):
                     time_ns = point_row["time_unix_nano"]
                     if not earliest <= time_ns <= latest:
-                        out.rejected += 1
-                        out.errors.append(
-                            f"metric {metric.name[:60]!r}: time_unix_nano {time_ns} is outside the accepted window"
+                        report.reject(
+                            1, f"metric {name[:60]!r}: time_unix_nano {time_ns} is outside the accepted window"
                         )
                         continue
+                    try:
+                        _check_point(point_row)
+                    except _Unfit as exc:
+                        report.reject(1, f"metric {name[:60]!r}: {exc}")
+                        continue
+                    attributes = point_row["attributes"]
+                    cut = point_row["cut"]
+                    if shared_cut:
+                        cut = [*cut, *shared_cut]
+                    if cut:
+                        attributes[TRUNCATED] = sorted(set(cut))
+                        report.warn(_cut_message(f"metric {name[:60]!r}", cut, limits))
                     identity = orjson.dumps(
-                        [resource_all, scope_name, metric.name, point_row["attributes"], time_ns],
+                        [resource_all, scope_name, name, attributes, time_ns],
                         option=orjson.OPT_SORT_KEYS,
                     )
-                    out.rows.append(
+                    chunk.append(
                         (
                             uuid.UUID(bytes=hashlib.md5(identity, usedforsecurity=False).digest()),
                             _time(time_ns),
                             time_ns,
                             point_row["start_time_unix_nano"] or None,
-                            _clean(metric.name),
-                            _clean(metric.unit) or None,
+                            name,
+                            unit,
                             point_row["type"],
                             point_row["value"],
                             point_row["count"],
@@ -427,13 +639,39 @@ def metric_rows(batches: list[ResourceMetrics], limits: Limits, now_ns: int) -> 
                             instance_id,
                             point_row["trace_id"],
                             point_row["span_id"],
-                            _dumps(point_row["attributes"]),
+                            _dumps(attributes),
                             resource_all,
                             scope_name,
                         )
                     )
-                    out.months.add(month_of(time_ns))
+                    if len(chunk) >= size:
+                        yield chunk
+                        chunk = []
+    if chunk:
+        yield chunk
+
+
+def metric_rows(batches: list[ResourceMetrics], limits: Limits, now_ns: int) -> Rows:
+    """All of a request's point rows at once (metric_chunks is what the receiver uses)."""
+    out = Rows(months=metric_months(batches, limits, now_ns))
+    for chunk in metric_chunks(batches, limits, now_ns, out.report):
+        out.rows += chunk
     return out
+
+
+def _points_in(metric: Metric) -> int:
+    which = metric.WhichOneof("data")
+    return max(1, len(getattr(metric, which).data_points)) if which else 1
+
+
+def _check_point(row: dict[str, Any]) -> None:
+    _check("start_time_unix_nano", row["start_time_unix_nano"])
+    if row["count"] is not None:
+        _check("count", row["count"])
+    for column in ("trace_id", "span_id"):
+        size = _overlong(row[column])
+        if size is not None:
+            raise _Unfit("point attribute " + _over_index_limit(f"glia.{column}", size))
 
 
 def _metric_points(metric: Metric, limits: Limits) -> Iterable[dict[str, Any]]:
@@ -456,6 +694,7 @@ def _metric_points(metric: Metric, limits: Limits) -> Iterable[dict[str, Any]]:
             "time_unix_nano": point.time_unix_nano,
             "start_time_unix_nano": getattr(point, "start_time_unix_nano", 0),
             "attributes": attributes,
+            "cut": bag.truncated_keys,
             "trace_id": trace_id,
             "span_id": span_id,
             "is_monotonic": is_monotonic,

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     # Spans are accepted when they start within this window around now (partitions are made on demand).
     max_span_age_days: int = Field(default=400, ge=1)
     max_span_future_days: int = Field(default=31, ge=1)
+    # Bytes of request bodies being decoded and written at once (decoding costs several times a body's size); a
+    # request that cannot get its share within decode_wait_seconds is answered 503 + Retry-After.
+    max_decoding_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    decode_wait_seconds: float = Field(default=2.0, ge=0)
+    # Rows flattened and written at a time, each chunk under its own savepoint in the request's one transaction.
+    write_chunk_rows: int = Field(default=4096, ge=1)
 
     # Database pool: bounded, so a burst of short jobs never exhausts PostgreSQL's connections.
     pool_min_size: int = Field(default=1, ge=0)

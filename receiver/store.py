@@ -1,9 +1,11 @@
-"""Rows -> PostgreSQL: one transaction per request, COPY into a staging table, then an idempotent upsert.
+"""Rows -> PostgreSQL: one transaction per request, chunk by chunk COPY into a staging table, then an idempotent
+upsert.
 
 Driver errors are translated here and nowhere else (`connection`, which the query API and the key cache use too):
-anything that says the database is away or busy becomes `Unavailable` (503 + Retry-After, the client retries); a
-row PostgreSQL refuses for its content is retried alone and, if it still fails, rejected with PostgreSQL's message
-while the rest of the batch is stored.
+anything that says the database is away or busy becomes `Unavailable` (503 + Retry-After, the client retries). Any
+other failure of a chunk (a row PostgreSQL refuses, a value the driver cannot encode) is isolated by bisection under
+savepoints: the chunk is split in parts, the parts that fail are split again, and the rows that fail alone are
+rejected with the error while the rest is stored. One bad row among n costs O(log n) statements, not n.
 """
 
 from __future__ import annotations
@@ -11,26 +13,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from . import queries
+from .decode import MAX_MESSAGES
 from .errors import SchemaError, Unavailable
-from .flatten import METRIC_COLUMNS, SPAN_COLUMNS, Rows
+from .flatten import METRIC_COLUMNS, SPAN_COLUMNS
 
 log = logging.getLogger("glia.store")
 
 # SQLSTATE classes that mean "try again later": connection exception, insufficient resources, operator
 # intervention (shutdown, cancel), transaction rollback (serialization failure, deadlock).
 _RETRYABLE_CLASSES = ("08", "53", "57", "40")
-# SQLSTATE classes that mean "this row's content": data exception, integrity constraint, program limit
-# (an index row too large).
-_ROW_CLASSES = ("22", "23", "54")
+# SQLSTATE classes that are about the database, not the rows being written: besides the retryable ones, system
+# error, internal error, object in use or lock not available, invalid transaction state, and a schema that is not
+# what this receiver expects (undefined table or column, privileges: a migration under way). A write failing with one
+# of these is answered 503; any other failure is the rows' (data exception, constraint, program limit such as an
+# index row too large, a trigger raising) and is isolated to them.
+_DATABASE_CLASSES = (*_RETRYABLE_CLASSES, "58", "XX", "55", "25", "42", "3D", "3F", "0A", "28", "F0")
 _NO_PARTITION = "no partition of relation"
+_SPLIT = 4  # a refused chunk is cut into this many parts: fewer rows redone per level than halving, as few rounds
+# How many rows the rejections of one request may name with PostgreSQL's message (the rest are counted).
+_ROW_MESSAGES = MAX_MESSAGES
 
 
 @contextlib.asynccontextmanager
@@ -69,13 +78,26 @@ class Table:
     stage: str
     columns: Sequence[str]
     insert: str
+    clear: str
+    describe: Callable[[tuple[Any, ...]], str]  # one row, for a rejection message
+
+
+def _describe_span(row: tuple[Any, ...]) -> str:
+    return f"span {row[0]}/{row[1]} (name {str(row[5])[:60]!r})"
+
+
+def _describe_point(row: tuple[Any, ...]) -> str:
+    return f"metric {str(row[4])[:60]!r} point at {row[2]}"
 
 
 def _tables() -> tuple[Table, Table]:
     q = queries.load()
     return (
-        Table("spans", "spans_stage", SPAN_COLUMNS, q["insert_spans"]),
-        Table("metric_points", "metric_points_stage", METRIC_COLUMNS, q["insert_metric_points"]),
+        Table("spans", "spans_stage", SPAN_COLUMNS, q["insert_spans"], q["clear_spans_stage"], _describe_span),
+        Table(
+            "metric_points", "metric_points_stage", METRIC_COLUMNS, q["insert_metric_points"],
+            q["clear_metric_points_stage"], _describe_point,
+        ),
     )
 
 
@@ -83,7 +105,28 @@ def _tables() -> tuple[Table, Table]:
 class WriteResult:
     inserted: int = 0  # new rows (a resent row is not counted again)
     rejected: int = 0
-    errors: list[str] | None = None
+    errors: list[str] = field(default_factory=list)  # the first rejections' messages
+
+    def reject(self, message: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < _ROW_MESSAGES:
+            self.errors.append(message)
+
+
+# What write_spans and write_metrics take: the rows of one request, in chunks, produced as they are written.
+Chunks = Iterable[Sequence[tuple[Any, ...]]] | AsyncIterable[Sequence[tuple[Any, ...]]]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed write says the database is away or busy (retry later) rather than a row is bad."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "").startswith(_DATABASE_CLASSES)
+    if isinstance(exc, asyncpg.DataError):  # an argument the driver cannot encode (an InterfaceError too)
+        return False
+    return isinstance(
+        exc,
+        OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError | asyncpg.CannotConnectNowError,
+    )
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -113,13 +156,16 @@ class Store:
         self._months: set[tuple[str, datetime]] = set()
         self._spans, self._metrics = _tables()
 
-    async def write_spans(self, rows: Rows) -> WriteResult:
-        """Store span rows; returns how many were new and which were rejected by PostgreSQL."""
-        return await self._write(self._spans, rows)
+    async def write_spans(self, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
+        """Store span rows, chunk by chunk in one transaction; returns how many were new and which were rejected.
 
-    async def write_metrics(self, rows: Rows) -> WriteResult:
-        """Store metric point rows."""
-        return await self._write(self._metrics, rows)
+        `months` are the partition months the rows need (flatten.span_months): they are made before the
+        transaction, since making one inside it would lock the table for the rest of the request."""
+        return await self._write(self._spans, chunks, months)
+
+    async def write_metrics(self, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
+        """Store metric point rows, as write_spans does."""
+        return await self._write(self._metrics, chunks, months)
 
     async def schema_revision(self) -> str | None:
         """The Alembic revision the database is at (None for an empty database)."""
@@ -140,49 +186,80 @@ class Store:
     def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         return connection(self._pool, self._acquire_timeout)
 
-    async def _write(self, table: Table, rows: Rows) -> WriteResult:
-        if not rows.rows:
-            return WriteResult()
-        for attempt in (1, 2):
-            await self._ensure_partitions(table.name, rows.months)
-            async with self._connection() as conn:
-                try:
-                    return WriteResult(inserted=await self._copy_upsert(conn, table, rows.rows))
-                except asyncpg.PostgresError as exc:
-                    if _NO_PARTITION in str(exc) and attempt == 1:
-                        # a partition was dropped (retention) since we cached it: make it again, once
-                        self._months.clear()
-                        continue
-                    if not (exc.sqlstate or "").startswith(_ROW_CLASSES):
-                        raise
-                    log.warning("batch refused by PostgreSQL (%s); storing its %d rows one by one", exc, len(rows.rows))
-                return await self._row_by_row(conn, table, rows.rows)
-        raise AssertionError("unreachable")
-
-    async def _copy_upsert(self, conn: asyncpg.Connection, table: Table, records: list[tuple[Any, ...]]) -> int:
-        async with conn.transaction():
-            await conn.copy_records_to_table(table.stage, records=records, columns=table.columns)
-            status: str = await conn.execute(table.insert)
-        return int(status.rsplit(" ", 1)[-1])
-
-    async def _row_by_row(self, conn: asyncpg.Connection, table: Table, records: list[tuple[Any, ...]]) -> WriteResult:
-        result = WriteResult(errors=[])
-        truncate = queries.load()["truncate_stage_tables"]
-        async with conn.transaction():
-            for record in records:
-                try:
-                    async with conn.transaction():  # a savepoint per row
-                        await conn.copy_records_to_table(table.stage, records=[record], columns=table.columns)
-                        status: str = await conn.execute(table.insert)
-                        await conn.execute(truncate)
-                    result.inserted += int(status.rsplit(" ", 1)[-1])
-                except asyncpg.PostgresError as exc:
-                    if not (exc.sqlstate or "").startswith(_ROW_CLASSES):
-                        raise
-                    result.rejected += 1
-                    assert result.errors is not None
-                    result.errors.append(f"{table.name} row {record[0]}/{record[1]}: PostgreSQL refused it: {exc}")
+    async def _write(self, table: Table, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
+        result = WriteResult()
+        await self._ensure_partitions(table.name, set(months))
+        async with self._connection() as conn, conn.transaction():
+            # one chunk ahead, so the last one can leave clearing the staging table to the commit
+            pending: Sequence[tuple[Any, ...]] | None = None
+            async for records in _each(chunks):
+                if pending:
+                    await self._write_chunk(conn, table, pending, result, last=False)
+                pending = records
+            if pending:
+                await self._write_chunk(conn, table, pending, result, last=True)
         return result
+
+    async def _write_chunk(
+        self, conn: asyncpg.Connection, table: Table, records: Sequence[tuple[Any, ...]], result: WriteResult,
+        *, last: bool,
+    ) -> None:
+        error = await self._attempt(conn, table, records, result, clear=not last)
+        if error is not None and _NO_PARTITION in str(error):
+            # a partition was dropped (retention) since we cached it: make it again here, once. Inside the
+            # transaction this holds the table's lock to the commit, but it happens once a retention run at most.
+            self._months = {m for m in self._months if m[0] != table.name}
+            for month in sorted({_month(record, table) for record in records}):
+                await conn.execute(queries.load()["ensure_partition"], table.name, month)
+            error = await self._attempt(conn, table, records, result, clear=not last)
+        if error is None:
+            return
+        log.warning(
+            "%s: a chunk of %d rows was refused (%s); isolating the rows at fault", table.name, len(records),
+            _describe(error),
+        )
+        await self._isolate(conn, table, records, result, error)  # each attempt clears the staging table
+
+    async def _attempt(
+        self, conn: asyncpg.Connection, table: Table, records: Sequence[tuple[Any, ...]], result: WriteResult,
+        *, clear: bool = True,
+    ) -> BaseException | None:
+        """COPY + upsert `records` under a savepoint: None when they are stored, else what refused them (a failure
+        that is the database's, not the rows', is raised)."""
+        try:
+            async with conn.transaction():  # a savepoint: a refused attempt costs only itself
+                await conn.copy_records_to_table(table.stage, records=records, columns=table.columns)
+                status: str = await conn.execute(table.insert)
+                if clear:
+                    await conn.execute(table.clear)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            if not isinstance(exc, asyncpg.PostgresError):
+                # flatten checks every value against its column: one reaching the driver unfit is a bug there
+                log.error("%s: the driver could not encode a row: %s", table.name, _describe(exc))
+            return exc
+        result.inserted += int(status.rsplit(" ", 1)[-1])
+        return None
+
+    async def _isolate(
+        self,
+        conn: asyncpg.Connection,
+        table: Table,
+        records: Sequence[tuple[Any, ...]],
+        result: WriteResult,
+        error: BaseException,
+    ) -> None:
+        """`records` were refused together: find the rows refused alone, by splitting and trying again."""
+        if len(records) == 1:
+            result.reject(f"{table.describe(records[0])}: could not be stored: {_describe(error)}")
+            return
+        step = -(-len(records) // _SPLIT)
+        for i in range(0, len(records), step):
+            part = records[i : i + step]
+            part_error = await self._attempt(conn, table, part, result)
+            if part_error is not None:
+                await self._isolate(conn, table, part, result, part_error)
 
     async def _ensure_partitions(self, table: str, months: set[datetime]) -> None:
         missing = [m for m in sorted(months) if (table, m) not in self._months]
@@ -193,6 +270,21 @@ class Store:
             for month in missing:
                 await conn.execute(sql, table, month)
                 self._months.add((table, month))
+
+
+async def _each(chunks: Chunks) -> AsyncIterator[Sequence[tuple[Any, ...]]]:
+    if isinstance(chunks, AsyncIterable):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk
+
+
+def _month(record: tuple[Any, ...], table: Table) -> datetime:
+    # the partition key is the third column of a span row (start_time), the second of a point row (time)
+    value: datetime = record[2] if table.name == "spans" else record[1]
+    return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,8 +11,12 @@ INSERT INTO spans SELECT * FROM spans_stage ON CONFLICT DO NOTHING;
 -- name: insert_metric_points
 INSERT INTO metric_points SELECT * FROM metric_points_stage ON CONFLICT DO NOTHING;
 
--- name: truncate_stage_tables
-TRUNCATE spans_stage, metric_points_stage;
+-- name: clear_spans_stage
+-- Between the chunks of one request (the commit clears the staging table after the last one).
+TRUNCATE spans_stage;
+
+-- name: clear_metric_points_stage
+TRUNCATE metric_points_stage;
 
 -- name: ensure_partition
 SELECT glia_ensure_partition($1::regclass, $2::timestamptz);
