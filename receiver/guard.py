@@ -155,7 +155,7 @@ class HostRule:
 
     def refusal(self, header: str | None) -> str:
         """Why a Host is refused, and what to do about it."""
-        shown = "no Host header" if header is None else f"Host {header[:100]!r}"
+        shown = "a request without exactly one Host header" if header is None else f"Host {header[:100]!r}"
         accepted = f"this receiver listens on {self.bound} and answers only to loopback names"
         accepted += " (localhost, 127.0.0.1, [::1])"
         if not self.loopback:

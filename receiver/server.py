@@ -151,7 +151,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._arm(timeout - idle)
             return
         client = self.client[0] if self.client else "unknown"
-        part = "request body" if self._headers_done else "request headers" if self._begun else "first request"
+        if not self._begun:
+            # nothing sent at all: browsers open such connections ahead of need, so this is no client's fault
+            log.debug("closed the connection from %s: nothing sent in %.0f s", client, idle)
+            self.transport.close()
+            return
+        part = "request body" if self._headers_done else "request headers"
         self.limits.log.warning(
             client,
             "closed the connection from %s: no bytes for %.0f s while reading the %s (GLIA_REQUEST_IDLE_TIMEOUT)",
@@ -160,7 +165,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             part,
         )
         # a 408 only where no response can be under way on this connection (a pipelined request's might be)
-        if self._begun and not self._headers_done and (self.cycle is None or self.cycle.response_complete):
+        if not self._headers_done and (self.cycle is None or self.cycle.response_complete):
             self._close_with(_plain_response("408 Request Timeout", f"no bytes for {idle:.0f} s"))
         else:
             self.transport.close()

@@ -88,6 +88,15 @@ def test_trickled_headers_are_closed_once_they_stop_coming(
     assert any("no bytes for 1 s while reading the request headers" in m and "127.0.0.1" in m for m in messages)
 
 
+def test_a_connection_that_sends_nothing_is_closed(receiver_factory: Callable[..., ReceiverServer]) -> None:
+    receiver = receiver_factory(request_idle_timeout=1.0)
+    with raw(receiver) as sock:
+        opened = time.monotonic()
+        assert read_until_closed(sock) == b""  # no 408: browsers open connections ahead of need
+        waited = time.monotonic() - opened
+    assert 0.9 <= waited < 3.0, f"closed after {waited:.2f} s; the idle timeout is 1 s"
+
+
 def test_a_stalled_body_is_closed_and_nothing_is_stored(
     receiver_factory: Callable[..., ReceiverServer], sql: Sql
 ) -> None:
