@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 from ._log import get_logger
 
-Scalar = str | bool | int | float
-AttrValue = Scalar | list[str] | list[bool] | list[int] | list[float]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `typing` imports `re` and more: several milliseconds a tracked script need not pay
+    from typing import Any
+
+    Scalar = str | bool | int | float
+    AttrValue = Scalar | list[str] | list[bool] | list[int] | list[float]
 
 
 def _scalar(v: Any) -> tuple[Scalar | None, str | None]:

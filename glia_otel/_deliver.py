@@ -1,26 +1,49 @@
-"""Deliver an OTLP request body within a timeout, or put its exact bytes in the spool."""
+"""Deliver an OTLP request body before a deadline, or put its exact bytes in the spool: the one place that decides.
+
+Every path that sends (the span processor, `glia run`, process samples) calls `send`.
+"""
 
 from __future__ import annotations
 
+import time
+
 from . import _spool
 from ._config import Settings
-from ._export import ENDPOINT_PROBLEM, NO_ANSWER, RETRYABLE, compress, describe_failure, post, report_rejected
+from ._export import KEEP, SENT, compress, describe_failure, outcome, post, report_rejected
 from ._log import warn_once
 
 
-def deliver(settings: Settings, signal: str, body: bytes, timeout: float) -> bool:
-    """Post an (uncompressed) protobuf body; spool it unless delivered. True if delivered.
+def send(settings: Settings, signal: str, body: bytes, deadline: float | None = None) -> bool:
+    """Post an (uncompressed) protobuf body within the signal's timeout and never past `deadline` (a monotonic time;
+    None: the timeout alone); spool it unless delivered. True if delivered.
 
-    Down, busy or misconfigured (401/403/404/405/407/408): spooled, resent later. Rejected for what it is
-    (400, 413, 415, ...): kept in the spool as `.rejected`, resent only by `glia flush --retry-rejected`.
+    Nothing left before the deadline: spooled without a try. An interrupt (Ctrl-C, a signal handler raising) in the
+    middle of the post: spooled, then the interrupt goes on.
     """
+    timeout = settings.target(signal)[3]
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+    if timeout <= 0:
+        spool_body(settings, signal, body)
+        return False
+    try:
+        return _deliver(settings, signal, body, timeout)
+    except BaseException:
+        spool_body(settings, signal, body)
+        raise
+
+
+def _deliver(settings: Settings, signal: str, body: bytes, timeout: float) -> bool:
+    """Down, busy or misconfigured (401/403/404/405/407/408): spooled, resent later. Rejected for what it is
+    (400, 413, 415, ...): kept in the spool as `.rejected`, resent only by `glia flush --retry-rejected`."""
     url, headers, compression, _ = settings.target(signal)
     gzipped = compression == "gzip"
     data = compress(body, compression)
     status, detail = post(url, data, "application/x-protobuf", headers, timeout, gzipped)
-    if 200 <= status < 300:
+    verdict = outcome(status)
+    if verdict == SENT:
         return True
-    if status == NO_ANSWER or status in RETRYABLE or status in ENDPOINT_PROBLEM:
+    if verdict == KEEP:
         if _spool.write(settings, signal, data, "pb", gzipped) is not None:
             warn_once(
                 f"spooled:{url}",
@@ -34,7 +57,7 @@ def deliver(settings: Settings, signal: str, body: bytes, timeout: float) -> boo
 
 
 def spool_body(settings: Settings, signal: str, body: bytes) -> None:
-    """Put an (uncompressed) body straight into the spool."""
+    """Put an (uncompressed) body straight into the spool: its time to be sent is up."""
     compression = settings.target(signal)[2]
     if _spool.write(settings, signal, compress(body, compression), "pb", compression == "gzip") is not None:
         warn_once(

@@ -27,6 +27,19 @@ NO_ANSWER = 0
 
 CONTENT_TYPES = {"pb": "application/x-protobuf", "json": "application/json"}
 
+# What an answer means for the bytes that were sent: the one rule the exporters and `glia flush` share.
+SENT, KEEP, REJECTED = "sent", "keep", "rejected"
+
+
+def outcome(status: int) -> str:
+    """`SENT` (2xx), `KEEP` (no answer, busy, or the endpoint is misconfigured: the same bytes are resent later) or
+    `REJECTED` (refused for what they are: 400, 413, 415, ...)."""
+    if 200 <= status < 300:
+        return SENT
+    if status == NO_ANSWER or status in RETRYABLE or status in ENDPOINT_PROBLEM:
+        return KEEP
+    return REJECTED
+
 
 def post(
     url: str, body: bytes, content_type: str, headers: Mapping[str, str], timeout: float, gzipped: bool
@@ -99,6 +112,13 @@ def _resolve(host: str, port: int, deadline: float) -> list[Any]:
     cached = _resolved.get(key)
     if cached is not None and time.monotonic() - cached[0] < _RESOLVED_TTL_S:
         return cached[1]
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        # An address, not a name: nothing to look up, and no thread to start for it.
+        try:
+            _socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return [(family, _socket.SOCK_STREAM, 0, "", (host, port) if family == _socket.AF_INET else (host, port, 0, 0))]
     # An ASCII host as bytes skips the `idna` codec, which costs milliseconds to import.
     name: str | bytes = host.encode("ascii") if host.isascii() else host
     done = _thread.allocate_lock()

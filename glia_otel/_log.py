@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import _thread
-import os
 import sys
 
 TYPE_CHECKING = False
@@ -17,12 +16,10 @@ _seen: set[str] = set()
 _lock = _thread.allocate_lock()
 
 
-def _after_fork_in_child() -> None:
+def after_fork_in_child() -> None:
+    """A fresh lock: the thread that held it at the fork does not exist in the child."""
     global _lock
     _lock = _thread.allocate_lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def get_logger() -> logging.Logger:
@@ -47,9 +44,3 @@ def warn_once(key: str, message: str, *args: object) -> None:
             pass
         return
     get_logger().warning("glia: " + message, *args)
-
-
-def reset_warnings() -> None:
-    """Forget which warnings were given (tests)."""
-    with _lock:
-        _seen.clear()

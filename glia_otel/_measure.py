@@ -1,4 +1,4 @@
-"""Usage measured at the edges of a run inside this process: CPU, peak memory, I/O.
+"""Usage measured at the edges of a run inside this process (CPU, peak memory, I/O), and a process tree's RSS.
 
 Peak memory uses the kernel's own high-water mark: at the start of a block, `5` written to
 `/proc/self/clear_refs` resets `VmHWM` to the current RSS; at the end, `VmHWM` is the block's peak. The mark
@@ -24,13 +24,10 @@ _lock = _thread.allocate_lock()
 _active: list[BlockUsage] = []
 
 
-def _after_fork_in_child() -> None:
-    # A thread of the parent may have held the lock at the fork; that thread does not exist in the child.
+def after_fork_in_child() -> None:
+    """A fresh lock: a thread of the parent may have held it at the fork, and that thread does not exist here."""
     global _lock
     _lock = _thread.allocate_lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _ProcFiles:
@@ -205,3 +202,110 @@ class BlockUsage:
             attrs["glia.io.read_bytes"] = max(0, io[0] - self._io[0])
             attrs["glia.io.write_bytes"] = max(0, io[1] - self._io[1])
         return attrs
+
+
+def _read(path: str, size: int = 4096) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, size)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _stat_fields(pid: int | str) -> list[bytes] | None:
+    """The fields of `/proc/<pid>/stat` after the command name (which may hold spaces): [0] is the state."""
+    data = _read(f"/proc/{pid}/stat")
+    if data is None:
+        return None
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and its descendants (empty if `root` is gone), from /proc; psutil where there is no /proc."""
+    if not os.path.isdir("/proc/self"):
+        return _tree_pids_psutil(root)
+    if not os.path.exists(f"/proc/{root}/task/{root}/children"):
+        # Kernels without CONFIG_PROC_CHILDREN (as here): every process's parent pid instead.
+        return _tree_pids_scan(root) if os.path.exists(f"/proc/{root}") else []
+    tree, todo = [root], [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # ended meanwhile
+        for tid in tasks:
+            kids = [int(c) for c in (_read(f"/proc/{pid}/task/{tid}/children", 65536) or b"").split()]
+            tree += kids
+            todo += kids
+    return tree
+
+
+def _tree_pids_scan(root: int) -> list[int]:
+    """The tree by each process's parent pid, read from every `/proc/<pid>/stat` (as psutil does)."""
+    by_parent: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            fields = _stat_fields(name)
+            if fields is not None and len(fields) > 1:
+                by_parent.setdefault(int(fields[1]), []).append(int(name))
+    tree, todo = [root], [root]
+    while todo:
+        kids = by_parent.get(todo.pop(), [])
+        tree += kids
+        todo += kids
+    return tree
+
+
+def _tree_pids_psutil(root: int) -> list[int]:
+    import psutil
+
+    try:
+        proc = psutil.Process(root)
+        return [root, *(p.pid for p in proc.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+def tree_rss(root: int) -> int:
+    """RSS summed over a process and its descendants, in bytes (0 if it is gone)."""
+    return sum(_rss_of(pid) for pid in tree_pids(root))
+
+
+def tree_threads(root: int) -> int:
+    """Threads summed over a process and its descendants."""
+    return sum(_threads_of(pid) for pid in tree_pids(root))
+
+
+def _rss_of(pid: int) -> int:
+    data = _read(f"/proc/{pid}/statm", 256)
+    if data is None:
+        if os.path.isdir("/proc/self"):
+            return 0  # ended meanwhile
+        import psutil
+
+        try:
+            return int(psutil.Process(pid).memory_info().rss)
+        except psutil.Error:
+            return 0
+    fields = data.split()
+    return int(fields[1]) * _PAGE if len(fields) > 1 else 0
+
+
+def _threads_of(pid: int) -> int:
+    fields = _stat_fields(pid)
+    if fields is None:
+        if os.path.isdir("/proc/self"):
+            return 0
+        import psutil
+
+        try:
+            return int(psutil.Process(pid).num_threads())
+        except psutil.Error:
+            return 0
+    return int(fields[17]) if len(fields) > 17 else 0

@@ -1,21 +1,29 @@
 """Periodic process samples for long runs (`process.memory.usage`, `process.cpu.time`, ...) to `/v1/metrics`.
 
 Sampling starts only once a run has lasted one interval (`OTEL_METRIC_EXPORT_INTERVAL`, glia default 10 s), so
-short blocks never pay for it. The points share the run's resource (`service.instance.id`), which links them
-to the process's runs; their timestamps place them inside a run's span. `OTEL_METRICS_EXPORTER=none` or
-`configure(metrics=False)` turns sampling off.
+short blocks never pay for it (the metrics SDK is imported only then). The points share the run's resource
+(`service.instance.id`), which links them to the process's runs; their timestamps place them inside a run's span.
+`OTEL_METRICS_EXPORTER=none` or `configure(metrics=False)` turns sampling off.
+
+`ProcessSampling` samples a Python process (owned by `_track`'s configured state), `CommandSampler` the process tree of
+a `glia run` command; both deliver through one `_Delivery`.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from ._config import Settings
+from ._deliver import send, spool_body
 from ._log import warn_once
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any
+
+    RunIds = tuple[str, str]
 
 PROCESS_METRICS: dict[str, list[str] | None] = {
     "process.memory.usage": None,
@@ -25,152 +33,78 @@ PROCESS_METRICS: dict[str, list[str] | None] = {
     "process.disk.io": ["read", "write"],
     "process.thread.count": None,
 }
-
-_lock = threading.Lock()
-_settings: Settings | None = None
-_resource: dict[str, Any] = {}
-_active = 0
-_timer: threading.Timer | None = None
-_provider: Any = None
-_instrumentor: Any = None
-# While stopping: the monotonic time by which the last points must be delivered or spooled.
-_exit_deadline: float | None = None
-# Metric requests being posted, by id: spooled at exit if their post has not finished by the deadline.
-_inflight: dict[int, tuple[Settings, bytes]] = {}
 _EXIT_MARGIN_S = 0.03  # spool before the reader's join gives up on the exporting thread
-# (trace id, span id) of the runs in progress, oldest first: points are linked to the outermost one.
-_runs: list[tuple[str, str]] = []
 
 
-def _after_fork_in_child() -> None:
-    """Fresh lock, no timer thread, and the child's own pid and instance id on its samples."""
-    global _lock, _timer, _resource
-    _lock = threading.Lock()
-    _timer = None
-    if _resource:
-        from ._resource import with_own_identity
+class _Delivery:
+    """Where a metric reader's exports go: posted with `send`, each point linked to a run; at exit, what is still
+    being posted when the deadline passes is spooled."""
 
-        _resource = with_own_identity(_resource)
+    def __init__(self, settings: Settings, link: Callable[[], RunIds | None]) -> None:
+        self.settings = settings
+        self._link = link
+        self._lock = threading.Lock()
+        self._exit_deadline: float | None = None  # while stopping: when the last points must be delivered or spooled
+        self._inflight: dict[int, bytes] = {}
 
+    def export(self, request: Any) -> bool:
+        """Link, serialize and send one `ExportMetricsServiceRequest`; True if delivered."""
+        ids = self._link()
+        if ids is not None:
+            link_points(request, *ids)
+        body: bytes = request.SerializeToString()
+        deadline = self._exit_deadline
+        key = id(body)
+        with self._lock:
+            self._inflight[key] = body
+        try:
+            return send(self.settings, "metrics", body, None if deadline is None else deadline - _EXIT_MARGIN_S)
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+    def exporter(self) -> Any:
+        """An SDK `MetricExporter` that hands its exports to this delivery."""
+        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+        from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
+        delivery = self
 
-def reconfigure(settings: Settings, resource: Mapping[str, Any]) -> None:
-    """Remember the settings and resource for when sampling starts."""
-    global _settings, _resource
-    with _lock:
-        _settings = settings
-        _resource = dict(resource)
+        class GliaMetricExporter(MetricExporter):
+            """Posts metric requests; spools them when the endpoint is down."""
 
-
-def run_started(trace_id: str, span_id: str) -> None:
-    """A run began: arm the timer that starts sampling if runs are still going one interval later."""
-    global _active, _timer
-    with _lock:
-        _active += 1
-        _runs.append((trace_id, span_id))
-        if _settings is None or not _settings.metrics_enabled or _provider is not None or _timer is not None:
-            return
-        _timer = threading.Timer(_settings.metrics_interval_s, _start_sampling)
-        _timer.daemon = True
-        _timer.name = "glia-metrics-start"
-        _timer.start()
-
-
-def run_ended(trace_id: str, span_id: str) -> None:
-    """A run ended: with none left and sampling not yet started, disarm the timer."""
-    global _active, _timer
-    with _lock:
-        _active = max(0, _active - 1)
-        if (trace_id, span_id) in _runs:
-            _runs.remove((trace_id, span_id))
-        if _active == 0 and _timer is not None:
-            _timer.cancel()
-            _timer = None
-
-
-def is_sampling() -> bool:
-    """Whether process samples are being exported."""
-    return _provider is not None
-
-
-def _start_sampling() -> None:
-    global _provider, _instrumentor, _timer
-    with _lock:
-        _timer = None
-        settings = _settings
-        if settings is None or _active == 0 or _provider is not None:
-            return
-    try:
-        from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import Resource
-
-        reader = PeriodicExportingMetricReader(
-            _exporter(settings), export_interval_millis=settings.metrics_interval_s * 1000
-        )
-        provider = MeterProvider(resource=Resource(_resource), metric_readers=[reader], shutdown_on_exit=False)
-        instrumentor = SystemMetricsInstrumentor(config=PROCESS_METRICS)
-        instrumentor.instrument(meter_provider=provider)
-        with _lock:
-            _provider, _instrumentor = provider, instrumentor
-        provider.force_flush()  # a first point now, not one interval later
-    except Exception as e:
-        warn_once("metrics-start", "could not start process sampling: %s: %s", type(e).__name__, e)
-
-
-def _outermost_run() -> tuple[str, str] | None:
-    with _lock:
-        return _runs[0] if _runs else None
-
-
-def _exporter(settings: Settings, link: Callable[[], tuple[str, str] | None] = _outermost_run) -> Any:
-    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
-
-    from ._deliver import deliver, spool_body
-
-    class GliaMetricExporter(MetricExporter):
-        """Posts metric requests; spools them when the endpoint is down."""
-
-        def export(
-            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-        ) -> MetricExportResult:
-            try:
-                request = encode_metrics(metrics_data)
-                ids = link()
-                if ids is not None:
-                    link_points(request, *ids)
-                body = request.SerializeToString()
-                deadline = _exit_deadline
-                timeout = settings.metrics_timeout_s
-                if deadline is not None:
-                    timeout = min(timeout, deadline - time.monotonic() - _EXIT_MARGIN_S)
-                    if timeout <= 0:
-                        spool_body(settings, "metrics", body)
-                        return MetricExportResult.FAILURE
-                key = id(body)
-                with _lock:
-                    _inflight[key] = (settings, body)
+            def export(
+                self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+            ) -> MetricExportResult:
                 try:
-                    ok = deliver(settings, "metrics", body, timeout)
-                finally:
-                    with _lock:
-                        _inflight.pop(key, None)
-            except Exception as e:
-                warn_once("metrics-export", "metric export failed: %s: %s", type(e).__name__, e)
-                return MetricExportResult.FAILURE
-            return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+                    ok = delivery.export(encode_metrics(metrics_data))
+                except Exception as e:
+                    warn_once("metrics-export", "metric export failed: %s: %s", type(e).__name__, e)
+                    return MetricExportResult.FAILURE
+                return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
-        def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            return True
+            def force_flush(self, timeout_millis: float = 10_000) -> bool:
+                return True
 
-        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-            return None
+            def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+                return None
 
-    return GliaMetricExporter()
+        return GliaMetricExporter()
+
+    def stop(self, provider: Any, deadline: float) -> None:
+        """Shut a MeterProvider down by `deadline`, spooling what its last export could not deliver in time."""
+        self._exit_deadline = deadline
+        try:
+            provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
+        except Exception as e:
+            warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
+        finally:
+            with self._lock:
+                left = list(self._inflight.values())
+                self._inflight.clear()
+            self._exit_deadline = None
+        for body in left:
+            spool_body(self.settings, "metrics", body)
 
 
 def link_points(request: Any, trace_id: str, span_id: str) -> None:
@@ -191,88 +125,130 @@ def link_points(request: Any, trace_id: str, span_id: str) -> None:
                     point.attributes.extend(extra)
 
 
-def _stop_provider(provider: Any, deadline: float) -> None:
-    """Shut a MeterProvider down by `deadline`, spooling what its last export could not deliver in time."""
-    global _exit_deadline
-    _exit_deadline = deadline
-    try:
-        provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
-    except Exception as e:
-        warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
-    finally:
-        with _lock:
-            left = list(_inflight.values())
-            _inflight.clear()
-        _exit_deadline = None
-    if left:
-        from ._deliver import spool_body
+class ProcessSampling:
+    """Samples of this Python process, started once a run has lasted one interval and kept until exit."""
 
-        for settings, body in left:
-            spool_body(settings, "metrics", body)
+    def __init__(self, settings: Settings, resource: Mapping[str, Any]) -> None:
+        self._lock = threading.Lock()
+        self._settings = settings
+        self._resource = dict(resource)
+        self._runs: list[RunIds] = []  # the runs in progress, oldest first: points are linked to the outermost one
+        self._timer: threading.Timer | None = None
+        self._provider: Any = None
+        self._instrumentor: Any = None
+        self._delivery: _Delivery | None = None
 
+    def reconfigure(self, settings: Settings, resource: Mapping[str, Any]) -> None:
+        """Use these settings and this resource when sampling starts."""
+        with self._lock:
+            self._settings = settings
+            self._resource = dict(resource)
 
-def shutdown(deadline: float | None = None) -> None:
-    """Stop sampling, exporting a last point by `deadline` (default: the exit deadline from now); spool the rest."""
-    global _provider, _instrumentor, _timer
-    with _lock:
-        if _timer is not None:
-            _timer.cancel()
-            _timer = None
-        provider, instrumentor = _provider, _instrumentor
-        _provider = _instrumentor = None
-    if provider is None:
-        return
-    if deadline is None:
-        deadline = time.monotonic() + (_settings.export_deadline_s if _settings else 0.25)
-    try:
-        instrumentor.uninstrument()
-    except Exception as e:
-        warn_once("metrics-uninstrument", "could not stop process sampling: %s: %s", type(e).__name__, e)
-    _stop_provider(provider, deadline)
+    def run_started(self, ids: RunIds) -> None:
+        """A run began: arm the timer that starts sampling if runs are still going one interval later."""
+        with self._lock:
+            self._runs.append(ids)
+            if not self._settings.metrics_enabled or self._provider is not None or self._timer is not None:
+                return
+            timer = self._timer = threading.Timer(self._settings.metrics_interval_s, lambda: self._start(timer))
+            timer.daemon = True
+            timer.name = "glia-metrics-start"
+            timer.start()
+
+    def run_ended(self, ids: RunIds) -> None:
+        """A run ended: with none left and sampling not yet started, disarm the timer."""
+        with self._lock:
+            if ids in self._runs:
+                self._runs.remove(ids)
+            if not self._runs and self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def is_sampling(self) -> bool:
+        """Whether process samples are being exported."""
+        return self._provider is not None
+
+    def _outermost(self) -> RunIds | None:
+        with self._lock:
+            return self._runs[0] if self._runs else None
+
+    def _start(self, timer: threading.Timer) -> None:
+        with self._lock:
+            if self._timer is not timer:
+                return  # cancelled, or replaced after a fork
+            self._timer = None
+            settings, resource = self._settings, self._resource
+            if not self._runs or self._provider is not None:
+                return
+        try:
+            from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+            from opentelemetry.sdk.resources import Resource
+
+            delivery = _Delivery(settings, self._outermost)
+            reader = PeriodicExportingMetricReader(
+                delivery.exporter(), export_interval_millis=settings.metrics_interval_s * 1000
+            )
+            provider = MeterProvider(resource=Resource(resource), metric_readers=[reader], shutdown_on_exit=False)
+            instrumentor = SystemMetricsInstrumentor(config=PROCESS_METRICS)
+            instrumentor.instrument(meter_provider=provider)
+            with self._lock:
+                self._provider, self._instrumentor, self._delivery = provider, instrumentor, delivery
+            provider.force_flush()  # a first point now, not one interval later
+        except Exception as e:
+            warn_once("metrics-start", "could not start process sampling: %s: %s", type(e).__name__, e)
+
+    def shutdown(self, deadline: float) -> None:
+        """Stop sampling, exporting a last point by `deadline`; spool the rest."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            provider, instrumentor, delivery = self._provider, self._instrumentor, self._delivery
+            self._provider = self._instrumentor = self._delivery = None
+        if provider is None or delivery is None:
+            return
+        try:
+            instrumentor.uninstrument()
+        except Exception as e:
+            warn_once("metrics-uninstrument", "could not stop process sampling: %s: %s", type(e).__name__, e)
+        delivery.stop(provider, deadline)
+
+    def after_fork_in_child(self) -> None:
+        """A fresh lock, no timer, and the child's own pid and instance id on its samples."""
+        from ._resource import with_own_identity
+
+        self._lock = threading.Lock()
+        self._timer = None
+        self._resource = with_own_identity(self._resource)
 
 
 class CommandSampler:
     """Samples of a `glia run` command's process tree: `process.memory.usage` (RSS summed over the tree) and
     `process.thread.count`, linked to the command's span. Started only once the command has run one interval."""
 
-    def __init__(self, settings: Settings, resource: Mapping[str, Any], pid: int, trace_id: str, span_id: str):
+    def __init__(self, settings: Settings, resource: Mapping[str, Any], pid: int, ids: RunIds) -> None:
         from opentelemetry.metrics import CallbackOptions, Observation
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
 
+        from ._measure import tree_rss, tree_threads
+
         self._settings = settings
-        ids = (trace_id, span_id)
-
-        def tree() -> list[Any]:
-            import psutil
-
-            try:
-                root = psutil.Process(pid)
-                return [root, *root.children(recursive=True)]
-            except psutil.Error:
-                return []
+        self._delivery = _Delivery(settings, lambda: ids)
 
         def memory(options: CallbackOptions) -> Iterable[Observation]:
-            total = 0
-            for proc in tree():
-                try:
-                    total += proc.memory_info().rss
-                except Exception:
-                    continue
+            total = tree_rss(pid)
             return [Observation(total, {"glia.scope": "tree"})] if total else []
 
         def threads(options: CallbackOptions) -> Iterable[Observation]:
-            count = 0
-            for proc in tree():
-                try:
-                    count += proc.num_threads()
-                except Exception:
-                    continue
+            count = tree_threads(pid)
             return [Observation(count, {"glia.scope": "tree"})] if count else []
 
         reader = PeriodicExportingMetricReader(
-            _exporter(settings, lambda: ids), export_interval_millis=settings.metrics_interval_s * 1000
+            self._delivery.exporter(), export_interval_millis=settings.metrics_interval_s * 1000
         )
         self._provider = MeterProvider(
             resource=Resource(dict(resource)), metric_readers=[reader], shutdown_on_exit=False
@@ -287,22 +263,19 @@ class CommandSampler:
             unit="{thread}",
             description="threads summed over the command's process tree",
         )
+        self._provider.force_flush()  # a first point now, not one interval later
 
-    def shutdown(self, deadline: float | None = None) -> None:
-        """Stop, exporting what was sampled by `deadline` (default: the exit deadline from now); spool the rest."""
-        _stop_provider(
-            self._provider, time.monotonic() + self._settings.export_deadline_s if deadline is None else deadline
-        )
+    def shutdown(self, deadline: float) -> None:
+        """Stop, exporting what was sampled by `deadline`; spool the rest."""
+        self._delivery.stop(self._provider, deadline)
 
 
 def start_command_sampling(
-    settings: Settings, resource: Mapping[str, Any], pid: int, trace_id: str, span_id: str
+    settings: Settings, resource: Mapping[str, Any], pid: int, ids: RunIds
 ) -> CommandSampler | None:
     """Start sampling a command's tree; None (and one warning) if that cannot be done."""
     try:
-        sampler = CommandSampler(settings, resource, pid, trace_id, span_id)
-        sampler._provider.force_flush()  # a first point now, not one interval later
-        return sampler
+        return CommandSampler(settings, resource, pid, ids)
     except Exception as e:
         warn_once("metrics-start", "could not start process sampling: %s: %s", type(e).__name__, e)
         return None

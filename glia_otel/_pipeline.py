@@ -1,8 +1,8 @@
-"""The span pipeline glia installs when the application has none: a processor that exports in the background
-and, at exit, within a short deadline, spooling every request it could not deliver.
+"""The span processor glia installs when the application has none: it exports ended spans in the background and, at
+exit, within a short deadline, spooling every request it could not deliver.
 
 Replaces the stock BatchSpanProcessor + OTLPSpanExporter, which with the endpoint down block a script's exit
-for seconds and then drop its spans.
+for seconds and then drop its spans. It works on glia's own spans (`_span.Span`), so no SDK is involved.
 """
 
 from __future__ import annotations
@@ -11,102 +11,63 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-from opentelemetry.sdk.trace import SpanProcessor
 
 from ._config import Settings
-from ._deliver import deliver, spool_body
+from ._deliver import send, spool_body
 from ._log import warn_once
-from ._otlp import SpanData, encode_request
+from ._otlp import encode_request
 from ._resource import with_own_identity
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.sdk.trace import ReadableSpan, Span
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from ._span import Span
 
 _MAX_BATCH = 512
 _LINGER_S = 0.2  # exit and force_flush() do not wait for it
 
 
-def to_span_data(span: ReadableSpan) -> SpanData:
-    """Convert an SDK span into the encoder's plain form."""
-    ctx = span.context
-    parent = span.parent
-    events = [(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events]
-    links = [(ln.context.trace_id, ln.context.span_id, dict(ln.attributes or {})) for ln in span.links]
-    flags = (int(ctx.trace_flags) if ctx is not None else 1) | 0x100
-    if parent is not None and parent.is_remote:
-        flags |= 0x200
-    return SpanData(
-        trace_id=ctx.trace_id if ctx is not None else 0,
-        span_id=ctx.span_id if ctx is not None else 0,
-        name=span.name,
-        start_ns=span.start_time or 0,
-        end_ns=span.end_time or 0,
-        parent_span_id=parent.span_id if parent is not None else 0,
-        kind=span.kind.value + 1,
-        attributes=dict(span.attributes or {}),
-        events=events,
-        links=links,
-        status_code=span.status.status_code.value,
-        status_message=span.status.description or "",
-        trace_state=ctx.trace_state.to_header() if ctx is not None else "",
-        flags=flags,
-    )
-
-
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ExportTraceServiceRequest for SDK spans, grouped by resource and scope."""
-    groups: dict[tuple[int, str, str], tuple[dict[str, Any], list[SpanData]]] = {}
+def encode_spans(spans: Sequence[Span]) -> bytes:
+    """An ExportTraceServiceRequest for glia's spans, grouped by resource and scope."""
+    groups: dict[tuple[int, str, str], tuple[Mapping[str, Any], list[Span]]] = {}
     for span in spans:
-        scope = span.instrumentation_scope
-        key = (id(span.resource), scope.name if scope else "", (scope.version or "") if scope else "")
+        key = (id(span.resource), *span.scope)
         if key not in groups:
             # A forked child's spans carry the parent's resource: give them the child's pid and instance id.
-            groups[key] = (with_own_identity(span.resource.attributes), [])
-        groups[key][1].append(to_span_data(span))
-    return encode_request((res, name, ver, data) for (_, name, ver), (res, data) in groups.items())
+            groups[key] = (with_own_identity(span.resource), [])
+        groups[key][1].append(span)
+    return encode_request((res, name, version, data) for (_, name, version), (res, data) in groups.items())
 
 
-class GliaSpanProcessor(SpanProcessor):
-    """Exports finished spans in a background thread; at shutdown, within the exit deadline, spooling."""
+class GliaSpanProcessor:
+    """Exports ended spans in a background thread; at shutdown, within the exit deadline, spooling."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._cond = threading.Condition()
-        self._pending: list[ReadableSpan] = []
+        self._pending: list[Span] = []
         # Batches taken from the queue and not yet delivered or spooled: registered in the same critical section
         # that takes them, so `shutdown` never sees a batch that is in nobody's hands.
-        self._inflight: dict[int, Sequence[ReadableSpan]] = {}
+        self._inflight: dict[int, Sequence[Span]] = {}
         self._next_id = 0
         self._stopped = False
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         # In a forked child each run is exported (or spooled) as it ends: children often end by `os._exit`
         # (multiprocessing workers do), which runs no atexit handler, so nothing may be left to linger.
         self._forked = False
         self._finalizer_pid = 0
-        os.register_at_fork(
-            before=self._before_fork,
-            after_in_parent=self._after_fork_in_parent,
-            after_in_child=self._after_fork_in_child,
-        )
 
-    # SpanProcessor interface -------------------------------------------------------------------------------
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Nothing to do when a span starts."""
-
-    def on_end(self, span: ReadableSpan) -> None:
+    def on_end(self, span: Span) -> None:
         """Queue the span and wake the exporter thread (in a forked child, export a finished run now)."""
         with self._cond:
             if self._stopped:
                 return
             self._pending.append(span)
-            now = self._forked and (span.attributes or {}).get("glia.run.kind") is not None
+            now = self._forked and span.attributes.get("glia.run.kind") is not None
             if not now:
-                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                if self._thread is None or not self._thread.is_alive():
                     self._start_thread()
                 if len(self._pending) == 1 or len(self._pending) >= _MAX_BATCH:
                     self._cond.notify()
@@ -145,21 +106,21 @@ class GliaSpanProcessor(SpanProcessor):
             for batch in leftovers:
                 spool_body(self._settings, "traces", encode_spans(batch))
 
-    # fork ---------------------------------------------------------------------------------------------------
-    def _before_fork(self) -> None:
-        # Held across fork(), so the child never inherits it taken by a thread that does not exist there.
+    # fork: called in this order by the one fork hook of `_track` ----------------------------------------------
+    def before_fork(self) -> None:
+        """Hold the lock across fork(), so the child never inherits it taken by a thread that does not exist there."""
         self._cond.acquire()
 
-    def _after_fork_in_parent(self) -> None:
+    def after_fork_in_parent(self) -> None:
+        """Release what `before_fork` took."""
         self._cond.release()
 
-    def _after_fork_in_child(self) -> None:
-        # The parent exports what was queued or in flight at the fork; the child starts empty, with no thread.
+    def after_fork_in_child(self) -> None:
+        """The parent exports what was queued or in flight at the fork; the child starts empty, with no thread."""
         self._cond = threading.Condition()
         self._pending = []
         self._inflight = {}
         self._thread = None
-        self._pid = os.getpid()
         self._forked = True
 
     def _register_finalizer(self) -> None:
@@ -182,7 +143,6 @@ class GliaSpanProcessor(SpanProcessor):
 
     # internals ---------------------------------------------------------------------------------------------
     def _start_thread(self) -> None:
-        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._run, name="glia-export", daemon=True)
         self._thread.start()
 
@@ -227,7 +187,7 @@ class GliaSpanProcessor(SpanProcessor):
                     continue
                 batch_id, body = taken
                 try:
-                    deliver(self._settings, "traces", body, self._settings.traces_timeout_s)
+                    send(self._settings, "traces", body)
                 finally:
                     self._done(batch_id)
             except Exception as e:
@@ -243,16 +203,8 @@ class GliaSpanProcessor(SpanProcessor):
             if taken is None:
                 return
             batch_id, body = taken
-            remaining = deadline - time.monotonic()
             try:
-                if remaining > 0:
-                    deliver(self._settings, "traces", body, min(remaining, self._settings.traces_timeout_s))
-                else:
-                    spool_body(self._settings, "traces", body)
-            except BaseException:
-                # An interrupt (Ctrl-C, a signal handler raising) in the middle of a post: keep the batch.
-                spool_body(self._settings, "traces", body)
-                raise
+                send(self._settings, "traces", body, deadline)
             finally:
                 self._done(batch_id)
 

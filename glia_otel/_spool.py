@@ -19,16 +19,11 @@ import sys
 import time
 
 from ._config import Settings, load_settings
-from ._export import CONTENT_TYPES, ENDPOINT_PROBLEM, NO_ANSWER, RETRYABLE, describe_failure, post
+from ._export import CONTENT_TYPES, KEEP, SENT, describe_failure, outcome, post
 from ._log import get_logger, warn_once
 
 _STALE_TMP_S = 3600.0
 REJECTED = ".rejected"
-
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import threading
 
 
 class FlushReport:
@@ -409,7 +404,8 @@ def _flush_locked(settings: Settings, directory: str, dir_fd: int, count_spans: 
         if body is None:
             continue
         status, detail = post(url, body, CONTENT_TYPES[ext], headers, timeout, gzipped)
-        if 200 <= status < 300:
+        verdict = outcome(status)
+        if verdict == SENT:
             report.sent_files += 1
             report.sent_bytes += len(body)
             if count_spans and signal == "traces":
@@ -420,7 +416,7 @@ def _flush_locked(settings: Settings, directory: str, dir_fd: int, count_spans: 
                 pass
             except OSError as e:
                 report.errors.append(f"sent but could not delete {os.path.join(directory, name)}: {e}")
-        elif status == NO_ANSWER or status in RETRYABLE or status in ENDPOINT_PROBLEM:
+        elif verdict == KEEP:
             # Down, busy, or the URL or credentials are wrong: the rest for this endpoint waits for next time.
             down.add(url)
             report.kept_files += 1
@@ -476,13 +472,13 @@ def has_files(settings: Settings) -> bool:
         return False
 
 
-def start_background_flush(settings: Settings) -> threading.Thread | None:
-    """Resend the spool in a daemon thread (never delays the process's exit)."""
+def start_background_flush(settings: Settings) -> bool:
+    """Resend the spool in a daemon thread (never delays the process's exit); False if there was nothing to send."""
     try:
         if not has_files(settings):
-            return None
+            return False
     except OSError:
-        return None
+        return False
     import threading
 
     def run() -> None:
@@ -497,9 +493,8 @@ def start_background_flush(settings: Settings) -> threading.Thread | None:
         except Exception as e:  # pragma: no cover - a background thread must never raise
             warn_once("background-flush", "background resend of the spool failed: %s", e)
 
-    thread = threading.Thread(target=run, name="glia-spool-flush", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=run, name="glia-spool-flush", daemon=True).start()
+    return True
 
 
 def flush_main(argv: list[str]) -> int:

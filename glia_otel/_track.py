@@ -1,63 +1,92 @@
 """`track` (block, decorator) and `configure`: one span per run, usage measured at its edges.
 
+How a run is recorded depends on what the application has set up when glia is configured (docs/client.md):
+- nothing of OpenTelemetry's: glia's own spans (`_span.py`), encoded by `_otlp.py` and exported by `_pipeline.py`;
+  neither the OpenTelemetry API nor its SDK is imported. If the application imports the API later, `_bridge.py`
+  makes glia's the global TracerProvider at that moment, so spans it creates nest under the run they start in;
+- the API but no TracerProvider: the same, bridged from the start;
+- its own TracerProvider: a run is a span of the application's tracer and goes where its spans go.
+
 Glia never raises into user code: any failure of its own is logged once and the run carries on untracked.
 """
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import contextvars
-import functools
-import inspect
 import os
-import threading
+import sys
 import time
-from collections.abc import Callable, Mapping
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from . import _log, _measure, _span
 from ._attrs import flatten
 from ._config import Settings, load_settings
 from ._log import get_logger, warn_once
 from ._measure import BlockUsage
+from ._version import __version__
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Span, Tracer
+    from collections.abc import Callable, Mapping
+    from types import ModuleType, TracebackType
+    from typing import Any, TypeVar, overload
 
+    from ._bridge import AppSpan, GliaTracerProvider
+    from ._metrics import ProcessSampling
     from ._pipeline import GliaSpanProcessor
 
-F = TypeVar("F", bound=Callable[..., Any])
+    F = TypeVar("F", bound="Callable[..., Any]")
 
-_SCOPE = "glia_otel"
-_lock = threading.RLock()
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.RLock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+SCOPE = ("glia_otel", __version__)
+_API = "opentelemetry.trace"
+_lock = _thread.RLock()
 
 
 class _State:
-    """What `configure()` set up; replaced as a whole on reconfiguration."""
+    """What `configure()` set up, owned here for the process's life; reconfiguration replaces its parts."""
 
     def __init__(self) -> None:
         self.configured = False
-        self.disabled = False
         self.settings: Settings | None = None
-        self.tracer: Tracer | None = None
+        self.tracer: _span.Tracer | None = None  # glia's own spans (None: disabled, or the application's tracer)
+        self.app_tracer: Any = None  # the application's own tracer, when it has a TracerProvider
         self.processor: GliaSpanProcessor | None = None
-        self.own_provider: Any = None
+        self.metrics: ProcessSampling | None = None  # process samples of long runs (glia's pipeline, metrics on)
+        self.provider: GliaTracerProvider | None = None  # the global TracerProvider glia set for the API
+        self.bridged = False  # glia's provider is the API's global one: runs are also the API's current span
+        self.bridge_refused = False  # the API already had another global provider: glia's spans stay glia's own
+        self.watching = False  # waiting for the application to import the API
         self.atexit_registered = False
-        self.sampling = False  # whether long runs get process samples (glia's own pipeline, metrics on)
-        self.has_traceparent = False
+        self.remote_parent: _span.Parent | None = None  # from TRACEPARENT
         self.block_name = ""
+
+    # The one fork hook: what the process owns is reset in the child in order, logging and measuring first.
+    def before_fork(self) -> None:
+        if self.processor is not None:
+            self.processor.before_fork()
+
+    def after_fork_in_parent(self) -> None:
+        if self.processor is not None:
+            self.processor.after_fork_in_parent()
+
+    def after_fork_in_child(self) -> None:
+        global _lock
+        _log.after_fork_in_child()
+        _measure.after_fork_in_child()
+        _lock = _thread.RLock()
+        if self.processor is not None:
+            self.processor.after_fork_in_child()
+        if self.metrics is not None:
+            self.metrics.after_fork_in_child()
 
 
 _state = _State()
+os.register_at_fork(
+    before=lambda: _state.before_fork(),
+    after_in_parent=lambda: _state.after_fork_in_parent(),
+    after_in_child=lambda: _state.after_fork_in_child(),
+)
 
 
 def configure(
@@ -73,7 +102,7 @@ def configure(
     """Set glia up from arguments and the `OTEL_*`/`GLIA_*` environment; ValueError if one is malformed.
 
     Called implicitly on first use. If the application already set a TracerProvider, glia uses it and only
-    adds its attributes; otherwise glia installs one that exports to OTLP/HTTP with spooling.
+    adds its attributes; otherwise glia exports its runs itself to OTLP/HTTP, with spooling.
     """
     settings = load_settings(
         endpoint=endpoint,
@@ -84,86 +113,176 @@ def configure(
         metrics=metrics,
         metrics_interval_ms=metrics_interval_ms,
     )
+    if _API in sys.modules:
+        # Loaded before the lock: an import of the API still running in another thread would otherwise wait for
+        # the lock (its hook takes it) while this thread waits for that import.
+        from . import _bridge  # noqa: F401
     with _lock:
         _install(settings)
 
 
 def _install(settings: Settings) -> None:
     _state.settings = settings
-    _state.has_traceparent = bool(os.environ.get("TRACEPARENT"))
     _state.block_name = ""
-    _state.sampling = False
     _state.configured = True
-    _state.disabled = settings.disabled
+    _state.remote_parent = _traceparent()
     if settings.disabled:
-        _state.tracer = None
+        _state.tracer = _state.app_tracer = None
         return
 
-    from opentelemetry import trace
+    if _API in sys.modules:
+        from . import _bridge
 
-    from . import _metrics, _spool
+        app = _bridge.application_provider()
+        if app is not None:
+            # The application owns the pipeline; glia's runs are spans of its tracer, with glia's attributes.
+            _state.app_tracer = app.get_tracer(*SCOPE)
+            _state.tracer = None
+            return
+
+    from . import _spool
+    from ._metrics import ProcessSampling
+    from ._pipeline import GliaSpanProcessor
     from ._resource import python_process_attributes
 
-    current = trace.get_tracer_provider()
-    if _state.own_provider is None and not isinstance(current, trace.ProxyTracerProvider):
-        # The application owns the pipeline; glia only adds attributes to its spans.
-        _state.tracer = current.get_tracer(_SCOPE, _version())
-        return
-
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-
-    from ._pipeline import GliaSpanProcessor
-
-    resource = Resource(
-        python_process_attributes(settings.record_args, settings.service_name, settings.resource_attributes)
-    )
-    # One processor for the process's life: the global provider (set once) and any later one share it, so a
-    # reconfiguration reaches spans of other instrumentation too.
-    processor = _state.processor
-    if processor is None:
-        processor = _state.processor = GliaSpanProcessor(settings)
+    resource = python_process_attributes(settings.record_args, settings.service_name, settings.resource_attributes)
+    # One processor for the process's life: a reconfiguration first exports what is queued under the old settings.
+    if _state.processor is None:
+        _state.processor = GliaSpanProcessor(settings)
     else:
-        processor.reconfigure(settings)
-    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    provider.add_span_processor(processor)
-    if _state.own_provider is None:
-        trace.set_tracer_provider(provider)
-    _state.own_provider = provider
-    _state.tracer = provider.get_tracer(_SCOPE, _version())
-    _metrics.reconfigure(settings, dict(resource.attributes))
-    _state.sampling = settings.metrics_enabled
+        _state.processor.reconfigure(settings)
+    tracer = _span.Tracer(resource, SCOPE, _state.processor.on_end)
+    if _state.bridged:
+        from ._bridge import ApiSpan
+
+        tracer.span_class = ApiSpan
+    _state.tracer, _state.app_tracer = tracer, None
+    if _state.metrics is None:
+        _state.metrics = ProcessSampling(settings, resource)
+    else:
+        _state.metrics.reconfigure(settings, resource)
+    if _API in sys.modules:
+        _bridge_api()
+    elif not _state.watching:
+        _watch_for_api()
     if not _state.atexit_registered:
         atexit.register(shutdown)
         _state.atexit_registered = True
     _spool.start_background_flush(settings)
 
 
-def _version() -> str:
-    return "0.1.0"
+def _bridge_api() -> None:
+    """Make glia's TracerProvider the API's global one (unless the application has its own): from now on spans
+    created with the API are glia's, and runs are also the API's current span. Caller holds the lock."""
+    from . import _bridge
+
+    if _state.tracer is None:
+        return
+    if _state.provider is None:
+        _state.provider = _bridge.GliaTracerProvider(lambda: _state.tracer, force_flush, shutdown)
+    if _bridge.install(_state.provider):
+        _state.bridged = True
+        _state.tracer.span_class = _bridge.ApiSpan
+    else:
+        _state.bridge_refused = True
+        warn_once("bridge", "another TracerProvider is the global one: spans made with the API are not glia's")
 
 
-def _ensure_configured() -> Tracer | None:
-    if _state.configured:
-        return _state.tracer
-    with _lock:
-        if not _state.configured:
+class _ApiWatcher:
+    """An import hook that bridges glia to the OpenTelemetry API the moment the application imports it, so spans
+    created with the API inside a run that began without it still nest under that run."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != _API:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
+            return spec
+
+        def exec_then_bridge(module: ModuleType) -> None:
+            exec_module(module)
+            self.unwatch()
             try:
-                configure()
-            except ValueError as e:
-                get_logger().error("glia: %s; runs are not recorded in this process", e)
-                _state.configured = True
-                _state.disabled = True
+                _late_bridge()
             except Exception as e:
-                warn_once(
-                    "configure",
-                    "could not set up tracing (%s: %s); runs are not recorded",
-                    type(e).__name__,
-                    e,
-                )
-                _state.configured = True
-                _state.disabled = True
-    return _state.tracer
+                warn_once("bridge", "could not hand the OpenTelemetry API to glia: %s: %s", type(e).__name__, e)
+
+        try:  # noqa: SIM105 - contextlib is not imported on this path
+            loader.exec_module = exec_then_bridge
+        except AttributeError:  # a loader that takes no attributes: the next run's start bridges instead
+            pass
+        return spec
+
+    def unwatch(self) -> None:
+        try:  # noqa: SIM105 - contextlib is not imported on this path
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        _state.watching = False
+
+
+def _late_bridge() -> None:
+    """Bridge now to an API the import hook did not see imported (its loader took no hook, or a race)."""
+    from . import _bridge  # noqa: F401 - loaded before the lock, as in configure()
+
+    with _lock:
+        if _state.tracer is not None and not _state.bridged and not _state.bridge_refused:
+            _bridge_api()
+
+
+def _watch_for_api() -> None:
+    sys.meta_path.insert(0, _ApiWatcher())
+    _state.watching = True
+
+
+def _traceparent() -> _span.Parent | None:
+    """The parent a root run takes from the `TRACEPARENT` variable that `glia run` passes to its child."""
+    from ._config import parse_traceparent
+
+    value = os.environ.get("TRACEPARENT", "").strip()
+    if not value:
+        return None
+    parsed = parse_traceparent(value)
+    if parsed is None:
+        warn_once("traceparent", "ignoring malformed TRACEPARENT=%r", value)
+        return None
+    trace_id, span_id, flags = parsed
+    return trace_id, span_id, flags, True, ""
+
+
+def _ensure_configured() -> _State | None:
+    """The configured state, configuring on first use; None when runs are not recorded."""
+    if not _state.configured:
+        if _API in sys.modules:
+            from . import _bridge  # noqa: F401 - loaded before the lock, as in configure()
+        with _lock:
+            if not _state.configured:
+                try:
+                    configure()
+                except ValueError as e:
+                    get_logger().error("glia: %s; runs are not recorded in this process", e)
+                    _state.configured = True
+                    _state.tracer = _state.app_tracer = None
+                except Exception as e:
+                    warn_once(
+                        "configure",
+                        "could not set up tracing (%s: %s); runs are not recorded",
+                        type(e).__name__,
+                        e,
+                    )
+                    _state.configured = True
+                    _state.tracer = _state.app_tracer = None
+    return _state if _state.tracer is not None or _state.app_tracer is not None else None
 
 
 def force_flush(timeout_ms: int = 30000) -> bool:
@@ -171,11 +290,10 @@ def force_flush(timeout_ms: int = 30000) -> bool:
     try:
         if _state.processor is not None:
             return _state.processor.force_flush(timeout_ms)
-        if _state.tracer is not None:
+        if _state.app_tracer is not None and _API in sys.modules:
             from opentelemetry import trace
 
-            provider = trace.get_tracer_provider()
-            flush = getattr(provider, "force_flush", None)
+            flush = getattr(trace.get_tracer_provider(), "force_flush", None)
             return bool(flush(timeout_ms)) if flush else True
     except Exception as e:
         warn_once("force-flush", "flush failed: %s: %s", type(e).__name__, e)
@@ -189,47 +307,30 @@ def shutdown() -> None:
     Runs at interpreter exit on its own; call it only to end glia earlier.
     """
     try:
-        from . import _metrics
-
         # One deadline for everything: the runs first, process samples with what time remains.
         settings = _state.settings
         deadline = time.monotonic() + (settings.export_deadline_s if settings is not None else 0.25)
         if _state.processor is not None:
             _state.processor.shutdown(deadline)
-        _metrics.shutdown(deadline)
+        if _state.metrics is not None:
+            _state.metrics.shutdown(deadline)
     except Exception as e:
         warn_once("shutdown", "export at exit failed: %s: %s", type(e).__name__, e)
-
-
-def _traceparent_context() -> Context | None:
-    """A parent context from the `TRACEPARENT` variable that `glia run` passes to its child."""
-    from ._config import parse_traceparent
-
-    value = os.environ.get("TRACEPARENT", "").strip()
-    if not value:
-        return None
-    parsed = parse_traceparent(value)
-    if parsed is None:
-        warn_once("traceparent", "ignoring malformed TRACEPARENT=%r", value)
-        return None
-    trace_id, span_id, flags = parsed
-    from opentelemetry import trace
-
-    ctx = trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags))
-    return trace.set_span_in_context(trace.NonRecordingSpan(ctx))
 
 
 class Run:
     """One tracked run: `set()` adds custom values while it runs."""
 
-    __slots__ = ("_kind", "_mono0", "_span", "_token", "_usage", "_wall0", "name")
+    __slots__ = ("_api_token", "_kind", "_mono0", "_sampling", "_span", "_token", "_usage", "_wall0", "name")
 
     def __init__(self, name: str, kind: str) -> None:
         self.name = name
         self._kind = kind
-        self._span: Span | None = None
+        self._span: _span.Span | AppSpan | None = None
         self._usage: BlockUsage | None = None
-        self._token: object = None
+        self._token: contextvars.Token[_span.Span | None] | None = None
+        self._api_token: object = None
+        self._sampling: ProcessSampling | None = None
         self._wall0 = 0
         self._mono0 = 0
 
@@ -248,33 +349,47 @@ class Run:
     @property
     def trace_id(self) -> str:
         """The run's trace id as 32 hex digits (empty when not recorded)."""
-        return f"{self._span.get_span_context().trace_id:032x}" if self._span is not None else ""
+        return f"{self._span.trace_id:032x}" if self._span is not None else ""
 
     @property
     def span_id(self) -> str:
         """The run's span id as 16 hex digits (empty when not recorded)."""
-        return f"{self._span.get_span_context().span_id:016x}" if self._span is not None else ""
+        return f"{self._span.span_id:016x}" if self._span is not None else ""
 
     def _start(self, custom: Mapping[str, Any]) -> None:
-        tracer = _ensure_configured()
-        if tracer is None:
+        state = _ensure_configured()
+        if state is None:
             return
         try:
-            from opentelemetry import context, trace
-
-            parent: Context | None = None
-            if _state.has_traceparent and not trace.get_current_span().get_span_context().is_valid:
-                parent = _traceparent_context()
             attrs: dict[str, Any] = flatten(custom) if custom else {}
             attrs["glia.run.kind"] = self._kind
             self._wall0 = time.time_ns()
-            span = tracer.start_span(self.name, context=parent, attributes=attrs, start_time=self._wall0)
-            self._span = span
-            self._token = context.attach(trace.set_span_in_context(span))
-            if _state.sampling:
-                from . import _metrics
+            tracer = state.tracer
+            if tracer is None:
+                from . import _bridge
 
-                _metrics.run_started(self.trace_id, self.span_id)
+                app = _bridge.start_app_span(state.app_tracer, self.name, attrs, self._wall0, state.remote_parent)
+                self._span = app
+                self._api_token = _bridge.attach(app.span)
+            else:
+                if not state.bridged and not state.bridge_refused and _API in sys.modules:
+                    _late_bridge()
+                if state.bridged:
+                    from . import _bridge
+
+                    parent = _bridge.parent()
+                else:
+                    inner = _span.current.get()
+                    parent = inner.as_parent() if inner is not None else None
+                span = tracer.start(self.name, parent or state.remote_parent, attrs, start_ns=self._wall0)
+                self._span = span
+                self._token = _span.current.set(span)
+                if state.bridged:
+                    self._api_token = _bridge.attach(span)  # type: ignore[arg-type]
+            settings = state.settings
+            if state.metrics is not None and tracer is not None and settings is not None and settings.metrics_enabled:
+                self._sampling = state.metrics
+                self._sampling.run_started((self.trace_id, self.span_id))
             self._usage = BlockUsage()
             self._usage.start()
             self._mono0 = time.monotonic_ns()
@@ -288,8 +403,6 @@ class Run:
             return
         mono1 = time.monotonic_ns()
         try:
-            from opentelemetry.trace import Status, StatusCode
-
             attrs: dict[str, Any] = self._usage.stop() if self._usage is not None else {}
             code = 0
             if exc is not None:
@@ -307,31 +420,37 @@ class Run:
                         "exception",
                         {"exception.type": type(exc).__name__, "exception.message": message, "exception.escaped": True},
                     )
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+                span.set_status_code(_span.STATUS_ERROR, f"{type(exc).__name__}: {message}")
         except Exception as e:
             warn_once("finish", "could not finish a run: %s: %s", type(e).__name__, _describe(e))
         finally:
             # Whatever failed above, the context is restored and the span ends: a run is never left open.
+            ids = (self.trace_id, self.span_id)
             self._span = None
-            try:
-                from opentelemetry import context
-
-                context.detach(self._token)  # type: ignore[arg-type]
-            except Exception:
-                pass
-            if _state.sampling:
-                try:
-                    from . import _metrics
-
-                    _metrics.run_ended(
-                        f"{span.get_span_context().trace_id:032x}", f"{span.get_span_context().span_id:016x}"
-                    )
+            self._detach()
+            if self._sampling is not None:
+                try:  # noqa: SIM105 - contextlib is not imported on this path
+                    self._sampling.run_ended(ids)
                 except Exception:
                     pass
             try:
                 span.end(end_time=self._wall0 + (mono1 - self._mono0))
             except Exception as e:
                 warn_once("end", "could not end a run: %s: %s", type(e).__name__, _describe(e))
+
+    def _detach(self) -> None:
+        if self._api_token is not None:
+            try:
+                from . import _bridge
+
+                _bridge.detach(self._api_token)
+            except Exception:
+                pass
+        if self._token is not None:
+            try:  # noqa: SIM105 - contextlib is not imported on this path
+                _span.current.reset(self._token)
+            except ValueError:
+                pass  # ended in another context than it began in (the API's own detach fails alike)
 
 
 def _describe(exc: BaseException) -> str:
@@ -377,6 +496,9 @@ class _Tracker:
         self.__exit__(et, exc, tb)
 
     def __call__(self, func: F) -> F:
+        import functools
+        import inspect
+
         name = str(self._name or getattr(func, "__qualname__", None) or getattr(func, "__name__", "function"))
         custom = self._custom
 
@@ -417,20 +539,19 @@ def _default_block_name() -> str:
         if settings is not None and settings.service_name:
             _state.block_name = settings.service_name
         else:
-            import sys
-
             from ._resource import service_name_for
 
             _state.block_name = service_name_for(sys.argv[0]) if sys.argv and sys.argv[0] else "block"
     return _state.block_name
 
 
-@overload
-def track(func: F, /) -> F: ...
+if TYPE_CHECKING:  # the overloads are for the type checker: importing `typing` costs a tracked script milliseconds
 
+    @overload
+    def track(func: F, /) -> F: ...
 
-@overload
-def track(name: str | None = None, /, **custom: Any) -> _Tracker: ...
+    @overload
+    def track(name: str | None = None, /, **custom: Any) -> _Tracker: ...
 
 
 def track(name: Any = None, /, **custom: Any) -> Any:

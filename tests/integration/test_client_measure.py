@@ -90,3 +90,42 @@ def test_block_cpu_is_within_5_percent_of_getrusage(tmp_path: Path, receiver: Re
     assert abs(total - reference) / reference < 0.05, (total, reference)
     wall = row["duration_ns"] / 1e9
     assert abs(row["cpu_percent"] - 100 * total / wall) / row["cpu_percent"] < 0.01
+
+
+def test_tree_rss_is_the_sum_over_the_live_tree() -> None:
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from glia_otel._measure import tree_pids, tree_rss, tree_threads
+
+    code = "import time\nx = bytearray(40 * 1024 * 1024)\nx[::4096] = b'1' * len(x[::4096])\ntime.sleep(30)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', {code!r}])\n"
+            f"subprocess.Popen([sys.executable, '-c', {code!r}])\ntime.sleep(30)",
+        ]
+    )
+    try:
+        root = psutil.Process(parent.pid)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            procs = [root, *root.children(recursive=True)]
+            if len(procs) == 3 and all(p.memory_info().rss > 40 * MIB for p in procs[1:]):
+                break
+            time.sleep(0.05)
+        assert sorted(tree_pids(parent.pid)) == sorted(p.pid for p in procs)
+        expected = sum(p.memory_info().rss for p in procs)
+        assert abs(tree_rss(parent.pid) - expected) < 4 * MIB, (tree_rss(parent.pid), expected)
+        assert tree_rss(parent.pid) > 80 * MIB
+        assert tree_threads(parent.pid) == sum(p.num_threads() for p in procs)
+    finally:
+        for p in [*psutil.Process(parent.pid).children(recursive=True)]:
+            p.kill()
+        parent.kill()
+        parent.wait()
+    assert tree_pids(parent.pid) == [] and tree_rss(parent.pid) == 0

@@ -115,13 +115,13 @@ def test_exit_with_sampling_on_keeps_one_deadline_in_total(tmp_path: Path, silen
     )
     script = """
 import glia_otel, time
-from glia_otel import _metrics
+from glia_otel._track import _state
 with glia_otel.track('long'):
     t = time.monotonic() + 10
-    while not _metrics.is_sampling() and time.monotonic() < t:
+    while not _state.metrics.is_sampling() and time.monotonic() < t:
         time.sleep(0.02)
     time.sleep(0.15)
-assert _metrics.is_sampling()
+assert _state.metrics.is_sampling()
 print(time.monotonic())
 """
     proc = run_python(tmp_path, script, env)

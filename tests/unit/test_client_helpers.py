@@ -91,3 +91,13 @@ def test_rpc_status_message_from_protobuf_and_json_bodies() -> None:
     assert rpc_status_message(b'{"code": 3, "message": "bad json"}', "application/json") == "bad json"
     assert rpc_status_message(b"\xff\xff", "application/x-protobuf") == ""
     assert rpc_status_message(b"", "application/json") == ""
+
+
+def test_one_rule_for_what_an_answer_means() -> None:
+    from glia_otel._export import KEEP, NO_ANSWER, REJECTED, SENT, outcome
+
+    assert [outcome(s) for s in (200, 204, 299)] == [SENT] * 3
+    # Down, busy, or the endpoint is misconfigured: the same bytes will do later.
+    assert {outcome(s) for s in (NO_ANSWER, 429, 502, 503, 504, 401, 403, 404, 405, 407, 408)} == {KEEP}
+    # Refused for what they are: sending them again as they are cannot help.
+    assert {outcome(s) for s in (400, 413, 415, 422, 500, 501)} == {REJECTED}
