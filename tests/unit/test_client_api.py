@@ -22,3 +22,17 @@ def test_import_does_not_load_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_version_is_written_once() -> None:
+    # glia_otel/_version.py is what the build reads (pyproject's [tool.hatch.version]) and what the code prints.
+    from importlib.metadata import version
+
+    from glia_otel._version import __version__
+
+    assert version("glia") == __version__
+    code = (
+        "import sys\nfrom glia_otel._cli import main\nmain(['--version'])\nprint('importlib.metadata' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == [f"glia {__version__}", "False"]
