@@ -95,6 +95,16 @@ def _post_http(
     raise error
 
 
+def resolve_ahead(url: str, timeout: float = 0.05) -> None:
+    """Look the endpoint's name up now, within `timeout`, so that a later post finds it cached. Never raises."""
+    try:
+        scheme, host, port, _ = split_url(url)
+        if scheme == "http":
+            _resolve(host, port, time.monotonic() + timeout)
+    except Exception:  # the post looks it up again and says what failed
+        pass
+
+
 _RESOLVED_TTL_S = 300.0
 _resolved: dict[tuple[str, int], tuple[float, list[Any]]] = {}
 

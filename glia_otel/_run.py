@@ -205,9 +205,14 @@ def main(argv: list[str]) -> int:
         except OSError as e2:
             return _exec_failed(cmd[0], e2.errno)
     try:
-        # The child runs: now the work that need not come before it.
-        from . import _deliver, _otlp, _spool  # noqa: F401 - loaded now, while the child runs
+        # The child runs: now the work that need not come before it, including what the export after it would
+        # otherwise wait for (its modules, zlib's library, the endpoint's address).
+        import zlib  # noqa: F401
+
+        from . import _deliver, _export, _otlp, _spool  # noqa: F401
         from ._resource import command_attributes
+
+        _export.resolve_ahead(settings.traces_endpoint)
 
         resource: dict[str, Any] | None = None
         try:
