@@ -1,14 +1,20 @@
-"""Benchmarks of the Python client: baseline vs glia, side by side, with ratios.
+"""Benchmarks of the Python client: each baseline and glia side by side in one run, with deltas and ratios.
 
-1. Exit delay with the endpoint down: a one-run script with glia vs the same script with a stock SDK setup
-   (BatchSpanProcessor + OTLPSpanExporter); target: glia adds at most 50 ms and loses nothing.
-2. `glia run -- true` vs bare `true` and `/usr/bin/time -v true`; target: at most 60 ms added (median).
-3. Per-run overhead of `with glia_otel.track():` excluding export; target: at most 100 us (median of 10,000).
+1. Per-run cost of a tracked script: a script with one `with glia_otel.track(...)` block vs the same script that only
+   imports `glia_otel`, with the endpoint up and down, on an application that has its own TracerProvider, and with
+   the OpenTelemetry API imported by the script (its own line: the script's cost, not glia's); the stock SDK doing
+   the same one span for scale. Target: the tracked block adds at most 40 ms.
+2. `glia run -- true` vs GNU time (`/usr/bin/time true`), endpoint up and down, with the cgroup glia makes by
+   default. Target: at most 25 ms added.
+3. Exit delay and loss with the endpoint down or hung: glia vs the stock SDK (BatchSpanProcessor + OTLPSpanExporter).
+4. Per-run overhead of `with glia_otel.track():` inside a process, export excluded (median of 10,000).
 
-    uv run python bench/client.py [--quick] [--endpoint URL]
+    uv run python bench/client.py [--quick] [--endpoint URL] [--parts 1234]
 
-Endpoints: "down" is a closed port (connection refused); "stub" is a local HTTP server that answers 200 at once,
-so the figures are the client's own cost, not a database's. `--endpoint` adds a real receiver to part 2.
+Whole processes are timed from the outside (start to reap), A and B in turn (A B A B ...) so drift in the machine's
+speed hits both; the figure is the median, the delta is median(A) - median(B). Endpoints: "up" is a local HTTP
+server answering 200 at once (the client's own cost, not a database's); "down" is a closed port (connection
+refused); `--endpoint` adds a real receiver.
 """
 
 from __future__ import annotations
@@ -21,15 +27,48 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 GLIA = str(Path(sys.executable).with_name("glia"))
+GNU_TIME = "/usr/bin/time"
 
-STOCK = """
-import time
+IMPORT_ONLY = """
+import glia_otel
+sum(range(1000))
+"""
+ONE_BLOCK = """
+import glia_otel
+with glia_otel.track("job"):
+    sum(range(1000))
+"""
+API_IMPORT_ONLY = """
+from opentelemetry import trace
+import glia_otel
+sum(range(1000))
+"""
+API_ONE_BLOCK = """
+from opentelemetry import trace
+import glia_otel
+with glia_otel.track("job"):
+    with trace.get_tracer("app").start_as_current_span("step"):
+        sum(range(1000))
+"""
+# The application's own provider, exporting in memory: what the delta shows is glia's work, not the application's
+# exporter (which, with the endpoint down, would hold the exit for seconds whether glia is there or not).
+APP_SETUP = """
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+trace.set_tracer_provider(provider)
+import glia_otel
+"""
+APP_IMPORT_ONLY = APP_SETUP + "sum(range(1000))\n"
+APP_ONE_BLOCK = APP_SETUP + 'with glia_otel.track("job"):\n    sum(range(1000))\n'
+STOCK_ONE_SPAN = """
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -39,47 +78,55 @@ provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
 trace.set_tracer_provider(provider)
 with trace.get_tracer("bench").start_as_current_span("job"):
     sum(range(1000))
-print(time.monotonic(), flush=True)
 """
-
-GLIA_SCRIPT = """
-import time
-import glia_otel
-with glia_otel.track("job"):
-    sum(range(1000))
-print(time.monotonic(), flush=True)
-"""
-
-SDK_ONLY = """
-import time
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-print(time.monotonic(), flush=True)
-"""
-
 PLAIN = """
-import time
 sum(range(1000))
-print(time.monotonic(), flush=True)
 """
 
 
-class _Ok(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
+# An endpoint that answers 200 at once, in a process of its own (the benchmark's own threads and GIL stay out of the
+# figures): it reads a request's headers and body and answers, one connection at a time.
+STUB = r"""
+import socket, sys
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", 0))
+server.listen(128)
+print(server.getsockname()[1], flush=True)
+while True:
+    conn, _ = server.accept()
+    try:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n")
+    except OSError:
         pass
+    finally:
+        conn.close()
+"""
+_stubs: list[subprocess.Popen[str]] = []
 
 
 def stub_endpoint() -> str:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    proc = subprocess.Popen([sys.executable, "-c", STUB], stdout=subprocess.PIPE, text=True)
+    _stubs.append(proc)
+    assert proc.stdout is not None
+    return f"http://127.0.0.1:{int(proc.stdout.readline())}"
 
 
 def closed_port() -> str:
@@ -89,69 +136,10 @@ def closed_port() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def env_for(endpoint: str, spool: Path) -> dict[str, str]:
+def env_for(endpoint: str, spool: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GLIA_")) and k != "TRACEPARENT"}
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, GLIA_SPOOL_DIR=str(spool), OTEL_SERVICE_NAME="bench")
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, GLIA_SPOOL_DIR=str(spool), OTEL_SERVICE_NAME="bench", **extra)
     return env
-
-
-def exit_delay(script: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(seconds from the script's last line to the process's end, total wall seconds)."""
-    t0 = time.monotonic()
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
-    t1 = time.monotonic()
-    return t1 - float(out.stdout.split()[-1]), t1 - t0
-
-
-def part1(reps: int, stock_reps: int) -> None:
-    print("## 1. Exit delay, endpoint down (connection refused), one-run script")
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        scripts = (("plain.py", PLAIN), ("sdk.py", SDK_ONLY), ("stock.py", STOCK), ("glia.py", GLIA_SCRIPT))
-        for name, text in scripts:
-            (d / name).write_text(text)
-        spool = d / "spool"
-        env = env_for(closed_port(), spool)
-        plain = [exit_delay(d / "plain.py", env) for _ in range(reps)]
-        sdk = [exit_delay(d / "sdk.py", env) for _ in range(reps)]
-        glia = [exit_delay(d / "glia.py", env) for _ in range(reps)]
-        spooled = len([p for p in spool.glob("*") if not p.name.endswith(".tmp") and not p.name.startswith(".")])
-        stock = [exit_delay(d / "stock.py", env) for _ in range(stock_reps)]
-    med = {k: statistics.median(x[0] for x in v) for k, v in (("plain", plain), ("glia", glia), ("stock", stock))}
-    sdk_exit = statistics.median(x[0] for x in sdk)
-    wall = {k: statistics.median(x[1] for x in v) for k, v in (("plain", plain), ("glia", glia), ("stock", stock))}
-    print(
-        f"  exit delay (median): no tracing {med['plain'] * 1000:8.1f} ms   stock SDK {med['stock'] * 1000:8.1f} ms"
-        f"   glia {med['glia'] * 1000:8.1f} ms"
-    )
-    print(
-        f"  process wall (median): no tracing {wall['plain'] * 1000:6.1f} ms   stock SDK {wall['stock'] * 1000:8.1f}"
-        f" ms   glia {wall['glia'] * 1000:8.1f} ms"
-    )
-    print(
-        f"  glia adds {(med['glia'] - med['plain']) * 1000:.1f} ms to exit (target <= 50 ms); stock/glia exit "
-        f"delay ratio {med['stock'] / med['glia']:.0f}x"
-    )
-    print(
-        f"  of which interpreter teardown of the imported SDK: {sdk_exit * 1000:.1f} ms (a script that only imports "
-        f"it); glia's own share {(med['glia'] - sdk_exit) * 1000:.1f} ms"
-    )
-    print(f"  loss: glia spooled {spooled}/{reps} runs; the stock SDK dropped {stock_reps}/{stock_reps}")
-    with tempfile.TemporaryDirectory() as tmp, socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(64)
-        d = Path(tmp)
-        (d / "glia.py").write_text(GLIA_SCRIPT)
-        env = env_for(f"http://127.0.0.1:{silent.getsockname()[1]}", d / "spool")
-        hung = [exit_delay(d / "glia.py", env) for _ in range(max(3, reps // 3))]
-        spooled = len(
-            [p for p in (d / "spool").glob("*") if not p.name.endswith(".tmp") and not p.name.startswith(".")]
-        )
-    print(
-        f"  endpoint accepting but never answering: glia exit delay median "
-        f"{statistics.median(x[0] for x in hung) * 1000:.1f} ms (the 250 ms deadline, then the spool); "
-        f"spooled {spooled}/{len(hung)}"
-    )
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -160,49 +148,149 @@ def timed(cmd: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
-def part2(reps: int, real_endpoint: str | None) -> None:
-    print(f"## 2. `glia run -- true` vs bare `true` (median of {reps})")
+def paired(
+    a: list[str], b: list[str], env_a: dict[str, str], env_b: dict[str, str], reps: int
+) -> tuple[float, float, float]:
+    """(median of A, median of B, median of the pairs' A - B) in seconds, run in turn after one warm-up each."""
+    timed(a, env_a)
+    timed(b, env_b)
+    ta, tb = [], []
+    for _ in range(reps):
+        ta.append(timed(a, env_a))
+        tb.append(timed(b, env_b))
+    return statistics.median(ta), statistics.median(tb), statistics.median(x - y for x, y in zip(ta, tb, strict=True))
+
+
+def verdict(added_ms: float, target_ms: float) -> str:
+    return f"target <= {target_ms:.0f} ms: {'met' if added_ms <= target_ms else 'NOT met'}"
+
+
+def row(label: str, result: tuple[float, float, float], base: str, target: float | None = None) -> str:
+    """One line: A's and B's medians, the median of the pairs' differences (what glia adds), the ratio."""
+    a, b, diff = result
+    added = diff * 1000
+    line = f"  {label:<46} {a * 1000:7.1f} ms   {base:<19} {b * 1000:6.1f} ms   {added:+7.1f} ms   x{a / b:5.2f}"
+    return line + (f"   {verdict(added, target)}" if target is not None else "")
+
+
+def part1(reps: int, real_endpoint: str | None) -> None:
+    print(f"## 1. Per-run cost of a tracked script: whole process, median of {reps} (A B A B ...)")
     with tempfile.TemporaryDirectory() as tmp:
-        spool = Path(tmp) / "spool"
-        endpoints = [("stub 200", stub_endpoint()), ("down", closed_port())]
+        d = Path(tmp)
+        scripts = {
+            "import.py": IMPORT_ONLY,
+            "block.py": ONE_BLOCK,
+            "api-import.py": API_IMPORT_ONLY,
+            "api-block.py": API_ONE_BLOCK,
+            "app-import.py": APP_IMPORT_ONLY,
+            "app-block.py": APP_ONE_BLOCK,
+            "stock.py": STOCK_ONE_SPAN,
+            "plain.py": PLAIN,
+        }
+        for name, text in scripts.items():
+            (d / name).write_text(textwrap.dedent(text))
+        py = sys.executable
+        endpoints = [("up", stub_endpoint()), ("down", closed_port())]
         if real_endpoint:
             endpoints.append(("receiver", real_endpoint))
-        env = env_for(endpoints[0][1], spool)
-        true = statistics.median(timed(["true"], env) for _ in range(reps))
-        gnu = statistics.median(timed(["/usr/bin/time", "-v", "true"], env) for _ in range(reps))
-        print(f"  bare true {true * 1000:6.1f} ms   /usr/bin/time -v true {gnu * 1000:6.1f} ms")
+        print(f"  {'':<46} {'with glia':>10}   {'baseline':<29}   {'added':>10}   ratio")
+        print(f"  {'':<46} {'(median)':>10}   {'(median)':<29}   {'(median A-B)':>10}")
+        for label, url in endpoints:
+            env = env_for(url, d / f"spool-{label}")
+            r = paired([py, str(d / "block.py")], [py, str(d / "import.py")], env, env, reps)
+            print(row(f"one block, endpoint {label}", r, "import only", 40))
+        env = env_for(endpoints[0][1], d / "spool-app")
+        r = paired([py, str(d / "app-block.py")], [py, str(d / "app-import.py")], env, env, reps)
+        print(row("one block, the application's TracerProvider", r, "same, import only", 40))
+        for label, url in endpoints[:2]:
+            env = env_for(url, d / f"spool-api-{label}")
+            r = paired([py, str(d / "api-block.py")], [py, str(d / "api-import.py")], env, env, reps)
+            print(row(f"one block + an API span, API imported, {label}", r, "same, import only", 40))
+        env = env_for(endpoints[0][1], d / "spool-up")
+        r = paired([py, str(d / "api-import.py")], [py, str(d / "import.py")], env, env, reps)
+        print(row("the script imports the OpenTelemetry API", r, "import only"))
+        print("    (the script's own cost, not glia's: an application that uses the API pays for it without glia)")
+        r = paired([py, str(d / "import.py")], [py, str(d / "plain.py")], env, env, reps)
+        print(row("`import glia_otel` alone", r, "no glia"))
+        r = paired([py, str(d / "stock.py")], [py, str(d / "plain.py")], env, env, max(5, reps // 3))
+        print(row("stock SDK, one span, endpoint up (scale)", r, "no tracing"))
+
+
+def part2(reps: int, real_endpoint: str | None) -> None:
+    print(f"## 2. `glia run -- true` vs GNU time: whole process, median of {reps} (A B A B ...)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from glia_otel import _cgroup
+
+    probe = _cgroup.create("bench")
+    if probe is not None:
+        probe.remove()
+    print(f"  cgroup: {f'made per run (v{probe.version})' if probe is not None else 'none can be made here: sampled'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        spool = Path(tmp) / "spool"
+        endpoints = [("up", stub_endpoint()), ("down", closed_port())]
+        if real_endpoint:
+            endpoints.append(("receiver", real_endpoint))
+        gnu = [GNU_TIME, "true"]
         for label, url in endpoints:
             env = env_for(url, spool)
-            for _ in range(3):
-                timed([GLIA, "run", "--", "true"], env)  # warm the page cache
-            samples = sorted(timed([GLIA, "run", "--", "true"], env) for _ in range(reps))
-            med = statistics.median(samples)
-            p90 = samples[int(0.9 * (len(samples) - 1))]
-            print(
-                f"  glia run -- true, endpoint {label:<9} median {med * 1000:6.1f} ms (p90 {p90 * 1000:6.1f})"
-                f"   added vs true {(med - true) * 1000:6.1f} ms (target <= 60, aim 30)   ratio {med / true:5.1f}x"
-            )
-        env = {**env_for(endpoints[0][1], spool), "GLIA_CGROUP": "false"}
-        med = statistics.median(timed([GLIA, "run", "--", "true"], env) for _ in range(reps))
-        print(f"  glia run -- true, stub, GLIA_CGROUP=false median {med * 1000:6.1f} ms")
-        py = statistics.median(timed([sys.executable, "-c", "pass"], env) for _ in range(reps))
-        print(f"  (for scale: `python -c pass` {py * 1000:.1f} ms)")
+            r = paired([GLIA, "run", "--", "true"], gnu, env, env, reps)
+            print(row(f"glia run -- true, endpoint {label}", r, "/usr/bin/time true", 25))
+        env = env_for(endpoints[0][1], spool, GLIA_CGROUP="false")
+        r = paired([GLIA, "run", "--", "true"], gnu, env, env, reps)
+        print(row("glia run -- true, up, GLIA_CGROUP=false", r, "/usr/bin/time true"))
+        r = paired([sys.executable, "-c", "pass"], gnu, env, env, reps)
+        print(row("(for scale: python -c pass)", r, "/usr/bin/time true"))
+
+
+def exit_delay(script: Path, env: dict[str, str]) -> float:
+    """Seconds from the script's last line to the process's end."""
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
+    return time.monotonic() - float(out.stdout.split()[-1])
+
+
+def part3(reps: int, stock_reps: int) -> None:
+    print("## 3. Exit delay with the endpoint down (connection refused) or hung, one-run script")
+    stamp = "import time\nprint(time.monotonic(), flush=True)\n"
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as silent:
+        d = Path(tmp)
+        for name, text in (("plain.py", PLAIN), ("stock.py", STOCK_ONE_SPAN), ("glia.py", ONE_BLOCK)):
+            (d / name).write_text(textwrap.dedent(text) + stamp)
+        env = env_for(closed_port(), d / "spool")
+        plain = statistics.median(exit_delay(d / "plain.py", env) for _ in range(reps))
+        glia = statistics.median(exit_delay(d / "glia.py", env) for _ in range(reps))
+        spooled = len([p for p in (d / "spool").glob("*") if p.name.endswith(".gz")])
+        stock = statistics.median(exit_delay(d / "stock.py", env) for _ in range(stock_reps))
+        print(
+            f"  exit delay (median): no tracing {plain * 1000:.1f} ms   stock SDK {stock * 1000:,.1f} ms   "
+            f"glia {glia * 1000:.1f} ms (+{(glia - plain) * 1000:.1f} ms; stock/glia {stock / glia:.0f}x)"
+        )
+        print(f"  loss: glia spooled {spooled} of {reps} runs; the stock SDK dropped {stock_reps} of {stock_reps}")
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        env = env_for(f"http://127.0.0.1:{silent.getsockname()[1]}", d / "spool-hung")
+        hung = [exit_delay(d / "glia.py", env) for _ in range(max(3, reps // 3))]
+        spooled = len([p for p in (d / "spool-hung").glob("*") if p.name.endswith(".gz")])
+        print(
+            f"  endpoint accepting but never answering: glia exit delay median "
+            f"{statistics.median(hung) * 1000:.1f} ms (the 250 ms deadline, then the spool); spooled {spooled} of "
+            f"{len(hung)}"
+        )
 
 
 OVERHEAD = """
 import statistics, sys, time
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-mode = sys.argv[1]
-n = int(sys.argv[2])
+mode, n = sys.argv[1], int(sys.argv[2])
+if mode in ("sdk-span", "app-provider", "bridged"):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    tracer = trace.get_tracer("bench")
 if mode == "app-provider":
     trace.set_tracer_provider(TracerProvider())  # no exporter: glia only adds attributes
 import glia_otel
-if mode in ("glia", "app-provider"):
+if mode in ("glia", "app-provider", "bridged"):
     glia_otel.configure(metrics=False)
     with glia_otel.track("warm"):
         pass
-tracer = trace.get_tracer("bench")
 samples = []
 pc = time.perf_counter_ns
 for i in range(n):
@@ -225,49 +313,61 @@ print(statistics.median(samples) / 1000, samples[int(0.99 * (n - 1))] / 1000)
 """
 
 
-def part3(n: int) -> None:
-    print(f"## 3. Per-run overhead of `with glia_otel.track():`, excluding export (median of {n:,})")
+def part4(n: int) -> None:
+    print(f"## 4. Per-run overhead of `with glia_otel.track():`, export excluded (median of {n:,})")
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "overhead.py"
         script.write_text(textwrap.dedent(OVERHEAD))
         env = env_for(stub_endpoint(), Path(tmp) / "spool")
+        labels = {
+            "empty": "timer only",
+            "sdk-span": "stock SDK span (ProxyTracer, no provider)",
+            "app-provider": "glia.track on an app TracerProvider, no exporter",
+            "bridged": "glia.track, OpenTelemetry API imported (glia's provider)",
+            "glia": "glia.track, glia's own spans (background export to a stub)",
+        }
         results = {}
-        for mode in ("empty", "sdk-span", "app-provider", "glia"):
+        for mode in labels:
             out = subprocess.run(
                 [sys.executable, str(script), mode, str(n)], env=env, capture_output=True, text=True, check=True
             )
             results[mode] = tuple(float(x) for x in out.stdout.split())
-    labels = {
-        "empty": "timer only",
-        "sdk-span": "stock SDK span (ProxyTracer, no provider)",
-        "app-provider": "glia.track on an app TracerProvider, no exporter",
-        "glia": "glia.track, glia's pipeline (background export to a stub)",
-    }
     for mode, (med, p99) in results.items():
-        print(f"  {labels[mode]:<58} median {med:7.1f} us   p99 {p99:7.1f} us")
+        print(f"  {labels[mode]:<60} median {med:7.1f} us   p99 {p99:7.1f} us")
     print(f"  target <= 100 us: glia median {results['glia'][0]:.1f} us ({results['glia'][0] / 100:.2f} of the budget)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--endpoint", help="a real receiver's base URL to add to part 2")
-    parser.add_argument("--parts", default="123")
+    parser.add_argument("--endpoint", help="a real receiver's base URL to add to parts 1 and 2")
+    parser.add_argument("--parts", default="1234")
     args = parser.parse_args()
-    print(f"# glia client benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
+    load = os.getloadavg()
+    print(
+        f"# glia client benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})"
+    )
     # An installed wheel ships compiled bytecode; a source checkout run with PYTHONDONTWRITEBYTECODE=1 (as here)
     # would recompile glia_otel in every process and time the compiler, not glia.
     import compileall
 
-    import glia_otel
-
-    compileall.compile_dir(str(Path(glia_otel.__file__).parent), quiet=1)
-    if "1" in args.parts:
-        part1(reps=5 if args.quick else 15, stock_reps=1 if args.quick else 3)
-    if "2" in args.parts:
-        part2(reps=15 if args.quick else 50, real_endpoint=args.endpoint)
-    if "3" in args.parts:
-        part3(2000 if args.quick else 10_000)
+    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "glia_otel"), quiet=1)
+    try:
+        if "1" in args.parts:
+            part1(reps=10 if args.quick else 40, real_endpoint=args.endpoint)
+        if "2" in args.parts:
+            part2(reps=15 if args.quick else 50, real_endpoint=args.endpoint)
+        if "3" in args.parts:
+            part3(reps=5 if args.quick else 15, stock_reps=1 if args.quick else 3)
+        if "4" in args.parts:
+            part4(2000 if args.quick else 10_000)
+    finally:
+        for stub in _stubs:
+            stub.kill()
+            stub.wait()
+    load = os.getloadavg()
+    print(f"# load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 if __name__ == "__main__":
