@@ -148,6 +148,7 @@ def main() -> None:
     batches = args.batch or [512, 8192]
 
     data_dir = Path(tempfile.mkdtemp(prefix="glia-bench-ingest-"))
+    data_dir.chmod(0o711)  # as root, PostgreSQL runs as another user, who must pass through to its data directory
     pg = EmbeddedPostgres(data_dir)
     try:
         url = pg.start()
