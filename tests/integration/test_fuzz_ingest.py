@@ -233,16 +233,19 @@ def good_metric(name: str) -> Metric:
 
 
 def trace_request(good: list[Span], hostile: list[Span], hostile_resource: list[KeyValue]) -> ExportTraceServiceRequest:
-    """Good spans in a resource of their own and beside the hostile ones in a hostile resource's scope."""
+    """Good spans among hostile ones in a clean resource's scope, and more hostile spans under a hostile resource.
+
+    A good span is one whose own fields and resource are fine: spans under a resource whose identifying values are
+    refused (a 10 kB service.name) are rightly rejected with it, so no good span is put there.
+    """
     request = ExportTraceServiceRequest()
     clean = request.resource_spans.add()
     clean.resource.attributes.add(key="service.name", value=AnyValue(string_value="fuzz"))
     half = len(good) // 2
-    clean.scope_spans.add().spans.extend(good[:half])
+    clean.scope_spans.add().spans.extend([*good[:half], *hostile[:1], *good[half:], *hostile[1:2]])
     mixed = request.resource_spans.add()
     mixed.resource.attributes.extend(hostile_resource)
-    scope = mixed.scope_spans.add()
-    scope.spans.extend([*hostile[:1], *good[half:], *hostile[1:]])
+    mixed.scope_spans.add().spans.extend(hostile[2:] or hostile[:1])
     return request
 
 
@@ -250,10 +253,10 @@ def metric_request(good: list[Metric], hostile: list[Metric], hostile_resource: 
     request = ExportMetricsServiceRequest()
     clean = request.resource_metrics.add()
     clean.resource.attributes.add(key="service.name", value=AnyValue(string_value="fuzz"))
-    clean.scope_metrics.add().metrics.extend(good[:1])
+    clean.scope_metrics.add().metrics.extend([*good[:1], *hostile[:1], *good[1:], *hostile[1:2]])
     mixed = request.resource_metrics.add()
     mixed.resource.attributes.extend(hostile_resource)
-    mixed.scope_metrics.add().metrics.extend([*hostile[:1], *good[1:], *hostile[1:]])
+    mixed.scope_metrics.add().metrics.extend(hostile[2:] or hostile[:1])
     return request
 
 
@@ -401,8 +404,8 @@ def test_json_spans(fuzz_receiver: ReceiverServer, sql: Sql, data: st.DataObject
     good = [good_span(i) for i in range(4)]
     request = trace_request(good, [], [])
     tree = to_otlp_json(request)
-    # hostile spans, each mutated on its own, beside the good ones of the second resource's scope
-    spans = tree["resourceSpans"][1]["scopeSpans"][0]["spans"]
+    # hostile spans, each mutated on its own, among the good ones of the clean resource's scope
+    spans = tree["resourceSpans"][0]["scopeSpans"][0]["spans"]
     for span in hostile:
         spans.insert(data.draw(st.integers(0, len(spans))), data.draw(mutated(to_otlp_json(span))))
     response = post(fuzz_receiver, "/v1/traces", dumps(tree), JSON)
@@ -415,7 +418,7 @@ def test_json_spans(fuzz_receiver: ReceiverServer, sql: Sql, data: st.DataObject
 def test_json_metrics(fuzz_receiver: ReceiverServer, sql: Sql, data: st.DataObject, hostile: list[Metric]) -> None:
     names = [f"fuzz.good.{uuid.uuid4().hex}" for _ in range(3)]
     tree = to_otlp_json(metric_request([good_metric(n) for n in names], [], []))
-    metrics = tree["resourceMetrics"][1]["scopeMetrics"][0]["metrics"]
+    metrics = tree["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
     for metric in hostile:
         metrics.insert(data.draw(st.integers(0, len(metrics))), data.draw(mutated(to_otlp_json(metric))))
     response = post(fuzz_receiver, "/v1/metrics", dumps(tree), JSON)
