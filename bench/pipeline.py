@@ -281,6 +281,7 @@ def main() -> None:
 
     binary = collector_binary()
     work = Path(tempfile.mkdtemp(prefix="glia-bench-pipeline-"))
+    work.chmod(0o711)  # as root, PostgreSQL runs as another user, who must pass through to its data directory
     pg = EmbeddedPostgres(work / "pg", preferred_port=free_port())
     procs: list[subprocess.Popen[bytes]] = []
     try:

@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from receiver.migrate import upgrade
 
     workdir = Path(tempfile.mkdtemp(prefix="glia-bench-"))
+    workdir.chmod(0o711)  # as root, PostgreSQL runs as another user, who must pass through to its data directory
     pg = EmbeddedPostgres(workdir, preferred_port=56000)
     try:
         url = pg.start()
