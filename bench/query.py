@@ -30,7 +30,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from receiver.queries import parse  # noqa: E402
+from receiver.sqlfiles import parse  # noqa: E402
 
 SEED = parse((REPO / "bench" / "seed.sql").read_text())
 NOINDEX_DB = "glia_noindex"

@@ -4,7 +4,8 @@ With no active key, everything is open (the embedded default on localhost). Once
 (`/v1/traces`, `/v1/metrics`) needs a key of scope `ingest`, and the query API needs a key of scope `read`.
 A missing or unknown key is 401, a key of the wrong scope 403. Each refusal is logged as a warning with the client
 address, the path and the reason, at most once per client address per GLIA_REJECTION_LOG_SECONDS (the others are
-counted), and never with the key or any part of it.
+counted), and never with the key or any part of it (`services.require`, the FastAPI dependency, does that). No web
+framework here: `glia keys` imports this module.
 """
 
 from __future__ import annotations
@@ -14,30 +15,22 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-from fastapi import Request
-
-from . import queries, store
-from .errors import GliaError, Unavailable
+from . import sqlfiles
+from .errors import PermissionDenied, Unauthenticated, Unavailable
 from .ratelog import RateLimitedLog
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from .database import Database
 
 log = logging.getLogger("glia.auth")
 
 SCOPES = ("ingest", "read")
 KEY_PREFIX = "glia_"
-
-
-class AuthError(GliaError):
-    """A request without the key it needs: 401 (no or unknown key) or 403 (a key of another scope)."""
-
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
 
 
 def new_key() -> str:
@@ -50,9 +43,12 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def bearer(request: Request) -> str | None:
+def _sql(name: str) -> str:
+    return sqlfiles.load("auth.sql")[name]
+
+
+def bearer(header: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header, if there is one."""
-    header = request.headers.get("authorization")
     if not header:
         return None
     scheme, _, token = header.strip().partition(" ")
@@ -74,9 +70,8 @@ class KeyCache:
     key revoked meanwhile cannot stay valid for as long as the receiver cannot reach the database.
     """
 
-    pool: asyncpg.Pool
+    db: Database
     ttl: float = 5.0
-    acquire_timeout: float = 5.0
     _keys: dict[str, str] | None = None
     _loaded_at: float = 0.0
     _next_load: float = 0.0  # no read before this (monotonic): a failed read waits a ttl before the next
@@ -101,8 +96,8 @@ class KeyCache:
                 return self._usable()
             self._next_load = now + self.ttl
             try:
-                async with store.connection(self.pool, self.acquire_timeout) as conn:
-                    rows = await conn.fetch(queries.load("auth.sql")["active_keys"])
+                async with self.db.connection() as conn:
+                    rows = await conn.fetch(_sql("active_keys"))
             except Unavailable as exc:
                 if self._failure is None:
                     log.warning("cannot refresh the API keys, using the last known set for now: %s", exc.message)
@@ -130,47 +125,25 @@ class KeyCache:
             raise Unavailable(f"cannot read the API keys: {self._failure}")
         return self._keys
 
-    async def check(self, request: Request, scope: str) -> None:
-        """Raise AuthError unless the request may do what `scope` allows (always allowed when no key exists)."""
+    async def check(self, authorization: str | None, scope: str) -> None:
+        """Raise an AuthError unless a request with this `Authorization` header may do what `scope` allows (always
+        allowed when no key exists)."""
         keys = await self.keys()
         if not keys:
             return
-        token = bearer(request)
+        token = bearer(authorization)
         if token is None:
-            raise AuthError(401, f"this receiver requires an API key: send 'Authorization: Bearer <{scope} key>'")
+            raise Unauthenticated(f"this receiver requires an API key: send 'Authorization: Bearer <{scope} key>'")
         granted = keys.get(hash_key(token))
         if granted is None:
-            raise AuthError(401, "the API key is not valid (unknown or revoked)")
+            raise Unauthenticated("the API key is not valid (unknown or revoked)")
         if granted != scope:
-            raise AuthError(403, f"this API key has scope '{granted}'; this endpoint needs a key of scope '{scope}'")
+            raise PermissionDenied(f"this API key has scope '{granted}'; this endpoint needs a key of scope '{scope}'")
 
 
 def failure_log(interval: float) -> RateLimitedLog:
-    """Where `require` reports refused keys: one line per client address per `interval`."""
+    """Where refused keys are reported: one line per client address per `interval`."""
     return RateLimitedLog(log, interval, "failed authentications")
-
-
-def require(scope: str) -> Callable[[Request], Awaitable[None]]:
-    """A FastAPI dependency that checks the request's key against the app's KeyCache (`app.state.keys`) and logs a
-    refusal to `app.state.auth_failures` (a `failure_log`)."""
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}: expected one of {', '.join(SCOPES)}")
-
-    async def dependency(request: Request) -> None:
-        cache: KeyCache = request.app.state.keys
-        try:
-            await cache.check(request, scope)
-        except AuthError as exc:
-            # the message names what was missing or wrong, never the key that was sent
-            failures: RateLimitedLog = request.app.state.auth_failures
-            client = request.client.host if request.client else "unknown"
-            path = request.url.path
-            failures.warning(
-                client, "refused %s %s from %s: %d %s", request.method, path, client, exc.status_code, exc.message
-            )
-            raise
-
-    return dependency
 
 
 # --- key management (`glia keys`) ---------------------------------------------------------------------------------
@@ -181,20 +154,17 @@ async def create_key(conn: asyncpg.Connection, name: str, scope: str) -> tuple[s
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}: expected one of {', '.join(SCOPES)}")
     key = new_key()
-    try:
-        row = await conn.fetchrow(
-            queries.load("auth.sql")["create_key"], name, scope, hash_key(key), key[: len(KEY_PREFIX) + 6]
-        )
-    except asyncpg.UniqueViolationError:
-        raise ValueError(f"an active key named {name!r} exists already: revoke it first or pick another name") from None
+    row = await conn.fetchrow(_sql("create_key"), name, scope, hash_key(key), key[: len(KEY_PREFIX) + 6])
+    if row is None:
+        raise ValueError(f"an active key named {name!r} exists already: revoke it first or pick another name")
     return key, dict(row)
 
 
 async def list_keys(conn: asyncpg.Connection, include_revoked: bool = False) -> list[dict[str, Any]]:
     """The keys (never their secrets)."""
-    return [dict(r) for r in await conn.fetch(queries.load("auth.sql")["list_keys"], include_revoked)]
+    return [dict(r) for r in await conn.fetch(_sql("list_keys"), include_revoked)]
 
 
 async def revoke_key(conn: asyncpg.Connection, name_or_id: str) -> list[dict[str, Any]]:
     """Revoke the active key with this name or id; returns what was revoked (empty if nothing matched)."""
-    return [dict(r) for r in await conn.fetch(queries.load("auth.sql")["revoke_key"], name_or_id)]
+    return [dict(r) for r in await conn.fetch(_sql("revoke_key"), name_or_id)]

@@ -1,4 +1,4 @@
-"""`glia serve` and `glia migrate`."""
+"""`glia serve` and `glia migrate`: the server commands (the read commands are query_cli.py's)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import logging
 import shlex
 import signal
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from . import logs
+from .command_settings import database, database_options
 from .dburl import check, masked, redact
 from .errors import GliaError
 from .settings import Settings
@@ -30,40 +29,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def database_options(parser: argparse.ArgumentParser) -> None:
-    """Add --database-url and --data-dir, which every command that opens the database takes."""
-    parser.add_argument(
-        "--database-url",
-        help="PostgreSQL URL (default: $GLIA_DATABASE_URL, else the embedded PostgreSQL in --data-dir)",
-    )
-    parser.add_argument("--data-dir", type=Path, help="where the embedded PostgreSQL keeps its data")
-
-
-@contextlib.contextmanager
-def database(settings: Settings, *, migrate: bool) -> Iterator[str]:
-    """The database URL for a command: the configured one, or the embedded PostgreSQL.
-
-    An embedded PostgreSQL that was not running is started for the command and stopped after it, unless another
-    glia process (a `glia serve`, another command) is using it by then; with `migrate`, its schema is brought to head
-    first.
-    """
-    if settings.database_url:
-        check(settings.database_url)
-        yield settings.database_url
-        return
-    from .embedded import EmbeddedPostgres
-
-    with EmbeddedPostgres(settings.data_dir).use() as url:
-        if migrate:
-            from .migrate import upgrade
-
-            upgrade(url)
-        yield url
-
-
 def _open_external(settings: Settings, url: str) -> None:
+    from .database import wait_for_database
     from .migrate import head_revision
-    from .store import wait_for_database
 
     check(url)
     try:
@@ -145,11 +113,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 async def _check_schema(url: str, head: str) -> None:
-    from .store import Store, check_schema, create_pool
+    from .database import Database, check_schema, create_pool
 
-    pool = await create_pool(url, min_size=0, max_size=1, statement_timeout_ms=10_000)
+    pool = await create_pool(url, max_size=1, statement_timeout_ms=10_000)
     try:
-        await check_schema(Store(pool, acquire_timeout=10), head)
+        await check_schema(Database(pool, acquire_timeout=10), head)
     finally:
         await pool.close()
 

@@ -13,9 +13,10 @@ import secrets
 from importlib import resources
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
+from .errors import NotFound
 from .guard import content_security_policy
 
 router = APIRouter(include_in_schema=False)
@@ -68,5 +69,5 @@ async def docs_asset(name: str) -> FileResponse:
     """Swagger UI's script and stylesheet."""
     media_type = ASSETS.get(name)
     if media_type is None:
-        raise HTTPException(404, f"no docs asset {name!r}")
+        raise NotFound(f"no docs asset {name!r}")
     return FileResponse(_asset_dir() / name, media_type=media_type)

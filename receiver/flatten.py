@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -30,6 +30,9 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from .decode import Report, ResourceMetrics, ResourceSpans
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 NS_PER_DAY = 86_400 * 10**9
 
@@ -163,6 +166,17 @@ class Limits:
     max_events: int = 1024
     max_age_days: int = 400
     max_future_days: int = 31
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits a receiver was configured with (the GLIA_MAX_* settings)."""
+        return cls(
+            max_attributes=settings.max_attributes_per_span,
+            max_value_bytes=settings.max_attribute_value_bytes,
+            max_events=settings.max_events_per_span,
+            max_age_days=settings.max_span_age_days,
+            max_future_days=settings.max_span_future_days,
+        )
 
 
 @dataclass
@@ -649,14 +663,6 @@ def metric_chunks(
                         chunk = []
     if chunk:
         yield chunk
-
-
-def metric_rows(batches: list[ResourceMetrics], limits: Limits, now_ns: int) -> Rows:
-    """All of a request's point rows at once (metric_chunks is what the receiver uses)."""
-    out = Rows(months=metric_months(batches, limits, now_ns))
-    for chunk in metric_chunks(batches, limits, now_ns, out.report):
-        out.rows += chunk
-    return out
 
 
 def _points_in(metric: Metric) -> int:

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import HostNotAllowed, RequestError
 from .ratelog import RateLimitedLog
 
 log = logging.getLogger("glia.guard")
@@ -168,11 +169,12 @@ class HostRule:
         )
 
 
-Refuse = Callable[[Request, int, str], Response]
+Refuse = Callable[[Request, RequestError], Response]
 
 
 class HostCheck:
-    """Answers 403 (through `refuse`, which gives OTLP paths their google.rpc.Status) to a Host `rule` refuses."""
+    """Answers 403 (through `refuse`: http_errors.render, which gives OTLP paths their google.rpc.Status) to a Host
+    `rule` refuses."""
 
     def __init__(self, app: ASGIApp, rule: HostRule, refuse: Refuse, log_seconds: float) -> None:
         self.app = app
@@ -193,4 +195,4 @@ class HostCheck:
         client = request.client.host if request.client else "unknown"
         message = self.rule.refusal(header)
         self.log.warning(client, "refused %s %s from %s: %s", scope["method"], scope["path"], client, message)
-        await self.refuse(request, 403, message)(scope, receive, send)
+        await self.refuse(request, HostNotAllowed(message))(scope, receive, send)

@@ -1,9 +1,10 @@
 """`glia runs`, `glia show`, `glia keys` and `glia retention`: the same queries as the API, from the terminal.
 
 They read PostgreSQL at `--database-url`, else `$GLIA_DATABASE_URL`, else the embedded default's database (started
-for the command and stopped again when it was not running). `glia runs` and `glia show` read under the query API's
-limits (`receiver.api.ReadLimits`), cancel their query on Ctrl-C and SIGTERM, and print stored text with its control
-characters escaped: a span name is whatever a client sent, and a terminal or a spreadsheet would act on it.
+for the command and stopped again when it was not running). `glia runs` and `glia show` run the API's own query
+layer (`receiver/query.py`) under its limits, cancel their query on Ctrl-C and SIGTERM, and print stored text with
+its control characters escaped: a span name is whatever a client sent, and a terminal or a spreadsheet would act on
+it. They import no web framework (`tests/integration/test_receiver_cli_imports.py`).
 """
 
 from __future__ import annotations
@@ -15,20 +16,20 @@ import io
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from .cli import database, database_options
-from .errors import GliaError
-from .settings import Settings
+from .command_settings import CommandSettings, database, database_options
+from .errors import GliaError, Interrupted
 
 if TYPE_CHECKING:
-    from .api import ReadLimits
+    import asyncpg
+
+    from .query import ReadLimits, RunQueries
 
 T = TypeVar("T")
 
@@ -54,49 +55,30 @@ CSV_COLUMNS = [
 # --- database -----------------------------------------------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in (("database_url", args.database_url), ("data_dir", args.data_dir)) if v is not None}
-    return Settings(**overrides)
+def _settings(args: argparse.Namespace) -> CommandSettings:
+    return CommandSettings.load(database_url=args.database_url, data_dir=args.data_dir)
 
 
-@contextmanager
-def _database(args: argparse.Namespace) -> Iterator[str]:
-    """The database URL to read (the embedded PostgreSQL is started, migrated and stopped around the command)."""
-    with database(_settings(args), migrate=True) as url:
-        yield url
-
-
-def _run(url: str, work: Callable[[Any], Awaitable[T]]) -> T:
-    import asyncpg
+def _run(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `work` on a connection of the command's own (keys, retention), driver errors translated."""
+    from .database import connect
 
     async def go() -> T:
-        conn = await asyncpg.connect(url, timeout=10)
-        try:
+        async with connect(url) as conn:
             return await work(conn)
-        finally:
-            await conn.close()
 
     return asyncio.run(go())
 
 
-class Interrupted(GliaError):
-    """SIGINT or SIGTERM stopped a read; its query was cancelled in PostgreSQL."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; the query was cancelled")
-        self.signum = signum
-
-
-def _read(url: str, limits: ReadLimits, work: Callable[[Any], Awaitable[T]]) -> T:
+def _read(url: str, limits: ReadLimits, work: Callable[[RunQueries], Awaitable[T]]) -> T:
     """Run `work` in a read transaction (the API's statement timeout); SIGINT or SIGTERM cancels it.
 
     Cancelling the task makes asyncpg send PostgreSQL a cancel request, so the query stops on the server too
     instead of running on after the command is gone; on PostgreSQL 14 and newer the session also checks that
-    its client is alive (`read_transaction`), which covers a kill -9.
+    its client is alive (`query.reading`), which covers a kill -9.
     """
-    import asyncpg
-
-    from .api import read_transaction
+    from .database import connect
+    from .query import reading
 
     async def go() -> T:
         loop = asyncio.get_running_loop()
@@ -114,20 +96,15 @@ def _read(url: str, limits: ReadLimits, work: Callable[[Any], Awaitable[T]]) -> 
         # the client-side bound behind the server's: also caps the rollback and close after a cancel
         command_timeout = limits.statement_timeout_ms / 1000 + 5 if limits.statement_timeout_ms else None
         try:
-            conn = await asyncpg.connect(
-                url, timeout=10, command_timeout=command_timeout, server_settings={"application_name": "glia-cli"}
-            )
-            try:
-                async with read_transaction(conn, limits):
-                    return await work(conn)
-            finally:
-                await conn.close(timeout=5)
+            async with (
+                connect(url, read_timeout_ms=limits.statement_timeout_ms, command_timeout=command_timeout) as conn,
+                reading(conn, limits) as runs,
+            ):
+                return await work(runs)
         except asyncio.CancelledError:
             if received:
-                raise Interrupted(received[0]) from None
+                raise Interrupted(received[0], signal.Signals(received[0]).name) from None
             raise
-        except asyncpg.QueryCanceledError as exc:
-            raise GliaError(limits.timeout_message(exc)) from None
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
@@ -147,13 +124,6 @@ def _main(prog: str, body: Callable[[], int]) -> int:
     except (GliaError, OSError, ValueError) as exc:
         print(f"{prog}: {terminal_safe(str(exc))}", file=sys.stderr)
         return 2 if isinstance(exc, ValueError) else 1
-    except Exception as exc:
-        import asyncpg
-
-        if isinstance(exc, asyncpg.PostgresError):
-            print(f"{prog}: PostgreSQL: {terminal_safe(str(exc))}", file=sys.stderr)
-            return 1
-        raise
 
 
 # --- formatting ---------------------------------------------------------------------------------------------------
@@ -278,7 +248,7 @@ def _json(value: Any) -> str:
 
 def runs_main(argv: list[str]) -> int:
     """List runs, newest first: a table in the terminal, or JSON or CSV."""
-    from .api import RunFilter, Sort, parse_attrs, parse_when
+    from .query import MAX_LIMIT, RunFilter, Sort, parse_attrs, parse_when
 
     parser = argparse.ArgumentParser(prog="glia runs", description=runs_main.__doc__)
     parser.add_argument("--program", "--service", dest="program", help="service.name of the runs")
@@ -291,16 +261,16 @@ def runs_main(argv: list[str]) -> int:
     parser.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE", help="custom value (repeatable)")
     parser.add_argument("--sha256", dest="script_sha256", help="the script's sha256")
     parser.add_argument("--sort", choices=[s.value for s in Sort], default=Sort.NEWEST.value)
-    parser.add_argument("--limit", type=int, default=50, help="runs per page (1-500, default 50)")
+    parser.add_argument("--limit", type=int, default=50, help=f"runs per page (1-{MAX_LIMIT}, default 50)")
     parser.add_argument("--cursor", help="the next-page cursor printed by the previous call")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
     database_options(parser)
     args = parser.parse_args(argv)
-    if not 1 <= args.limit <= 500:
-        parser.error("--limit must be between 1 and 500")
+    if not 1 <= args.limit <= MAX_LIMIT:
+        parser.error(f"--limit must be between 1 and {MAX_LIMIT}")
 
     def body() -> int:
-        from .api import ReadLimits, list_runs
+        from .query import ReadLimits
 
         flt = RunFilter(
             program=args.program,
@@ -317,7 +287,7 @@ def runs_main(argv: list[str]) -> int:
         limits = ReadLimits.from_settings(settings)
         with database(settings, migrate=True) as url:
             rows, cursor = _read(
-                url, limits, lambda conn: list_runs(conn, flt, Sort(args.sort), args.limit, args.cursor, limits)
+                url, limits, lambda runs: runs.list_runs(flt, Sort(args.sort), args.limit, args.cursor)
             )
         if args.format == "json":
             print(_json(rows))
@@ -367,7 +337,7 @@ def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
 
 def show_main(argv: list[str]) -> int:
     """Show one run: every column, its custom values, its child spans and its samples."""
-    from .api import RUN_ID_PATTERN
+    from .query import RUN_ID_PATTERN
 
     parser = argparse.ArgumentParser(prog="glia show", description=show_main.__doc__)
     parser.add_argument("run_id", metavar="RUN_ID", help="the run's id (16 hex digits, from 'glia runs')")
@@ -378,17 +348,17 @@ def show_main(argv: list[str]) -> int:
         parser.error(f"{args.run_id!r} is not a run id: 16 hex digits, as 'glia runs' shows them")
 
     def body() -> int:
-        from .api import ReadLimits, get_run, run_children, run_metrics
+        from .query import ReadLimits
 
         settings = _settings(args)
         limits = ReadLimits.from_settings(settings)
 
-        async def fetch(conn: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-            run = await get_run(conn, args.run_id, limits)
+        async def fetch(runs: RunQueries) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+            run = await runs.get_run(args.run_id)
             if run is None:
                 return None, []
-            run["children"], run["children_truncated"] = await run_children(conn, run, limits)
-            metrics, _ = await run_metrics(conn, run, limits)
+            run["children"], run["children_truncated"] = await runs.run_children(run)
+            metrics, _ = await runs.run_metrics(run)
             return run, metrics
 
         with database(settings, migrate=True) as url:
@@ -426,7 +396,7 @@ def keys_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        with _database(args) as url:
+        with database(_settings(args), migrate=True) as url:
             if args.action == "create":
                 secret, row = _run(url, lambda conn: auth.create_key(conn, args.name, args.scope))
                 print(secret)
@@ -481,7 +451,7 @@ def retention_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        with _database(args) as url:
+        with database(_settings(args), migrate=True) as url:
             if args.older_than:
                 days = retention.parse_age(args.older_than)
                 archive = args.archive.resolve() if args.archive else None

@@ -7,7 +7,8 @@ no row can arrive between the copy and the drop; the lock waits and the drop's l
 next run. The archive is gzip-compressed CSV with a header (`spans_2025_01.csv.gz`), written to a temporary file,
 fsynced, and linked into place under a name that never replaces an earlier archive (a second archive of the same
 month is `spans_2025_01.<UTC time>.csv.gz`). The policy (`glia retention --set-policy 90d`) lives in the database;
-every receiver checks it hourly and applies it once a day; an advisory lock lets one process at a time apply it.
+every receiver checks it hourly and applies it once a day (maintenance.py); an advisory lock lets one process at a
+time apply it.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import asyncpg
+from . import sqlfiles
+from .database import translated
+from .errors import LockNotGranted, RetentionBusy
 
-from . import queries
-from .errors import GliaError
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("glia.retention")
 
@@ -35,10 +38,6 @@ _AGE_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
 MAX_DAYS = 100 * 365
 APPLY_EVERY = timedelta(days=1)
 LOCK_TIMEOUT = "5s"  # how long a partition's drop may wait for its locks (and so hold up ingest queued behind it)
-
-
-class RetentionBusy(GliaError):
-    """Another process (a receiver or `glia retention`) is applying retention right now."""
 
 
 def parse_age(text: str) -> int:
@@ -68,7 +67,7 @@ class Dropped:
 
 
 def _sql(name: str) -> str:
-    return queries.load("retention.sql")[name]
+    return sqlfiles.load("retention.sql")[name]
 
 
 async def expired(conn: asyncpg.Connection, cutoff: datetime) -> list[Dropped]:
@@ -136,7 +135,7 @@ async def _archive_and_drop(conn: asyncpg.Connection, victim: Dropped, archive_d
     archive: _Archive | None = None
     published: Path | None = None
     try:
-        async with conn.transaction():
+        async with translated(), conn.transaction():
             await conn.execute(_sql("set_lock_timeout"), LOCK_TIMEOUT)
             # the name comes from the catalog (glia_partitions), quoted by PostgreSQL, never from input
             quoted = await conn.fetchval(_sql("quote_partition"), victim.partition)
@@ -153,7 +152,7 @@ async def _archive_and_drop(conn: asyncpg.Connection, victim: Dropped, archive_d
                 published = await asyncio.to_thread(archive.finish)
                 archive = None
             await conn.execute(_sql("drop_partition"), victim.partition)
-    except asyncpg.LockNotAvailableError:
+    except LockNotGranted:
         # the transaction is rolled back, nothing was dropped: an archive made of it would be a duplicate next time
         if published is not None:
             await asyncio.to_thread(_remove, published)
@@ -186,7 +185,7 @@ async def _apply_locked(conn: asyncpg.Connection, cutoff: datetime, archive_dir:
     for victim in await expired(conn, cutoff):
         try:
             await _archive_and_drop(conn, victim, archive_dir)
-        except asyncpg.LockNotAvailableError:
+        except LockNotGranted:
             log.warning(
                 "retention: %s is in use (its lock was not granted within the lock timeout); kept for the next run",
                 victim.partition,
@@ -237,16 +236,3 @@ async def apply_policy_if_due(conn: asyncpg.Connection) -> list[Dropped] | None:
         return dropped
     finally:
         await conn.fetchval(_sql("unlock"))
-
-
-async def run_daily(pool: asyncpg.Pool, check_every: float = 3600.0) -> None:
-    """The receiver's background task: check the policy every `check_every` seconds, apply it once a day."""
-    while True:
-        try:
-            async with pool.acquire(timeout=30) as conn:
-                await apply_policy_if_due(conn)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # keep the loop alive: the next check tries again
-            log.warning("retention: could not apply the policy: %s", exc)
-        await asyncio.sleep(check_every)

@@ -1,4 +1,8 @@
-"""Receiver settings: one object per process, from arguments, then `GLIA_*` environment variables, then defaults."""
+"""Receiver settings: one object per process, from arguments, then `GLIA_*` environment variables, then defaults.
+
+The database commands (`glia runs`, ...) start without pydantic: they read their few settings with
+`command_settings.CommandSettings`, which keeps the same names, defaults and bounds as the fields here.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-def default_data_dir() -> Path:
-    """Where the embedded PostgreSQL lives when no `--data-dir` is given."""
-    import os
-
-    import platformdirs
-
-    if os.geteuid() == 0:
-        # root's home is usually closed to other users, and PostgreSQL refuses to run as root: keep the
-        # cluster where a system service would.
-        return Path("/var/lib/glia")
-    return Path(platformdirs.user_data_dir("glia"))
+from .command_settings import default_data_dir
 
 
 class Settings(BaseSettings):
@@ -52,7 +45,6 @@ class Settings(BaseSettings):
     write_chunk_rows: int = Field(default=4096, ge=1)
 
     # Database pool: bounded, so a burst of short jobs never exhausts PostgreSQL's connections.
-    pool_min_size: int = Field(default=1, ge=0)
     pool_max_size: int = Field(default=8, ge=1)
     pool_acquire_timeout: float = Field(default=5.0, gt=0)
     statement_timeout_ms: int = Field(default=30_000, ge=0)

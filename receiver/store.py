@@ -1,75 +1,39 @@
 """Rows -> PostgreSQL: one transaction per request, chunk by chunk COPY into a staging table, then an idempotent
 upsert.
 
-Driver errors are translated here and nowhere else (`connection`, which the query API and the key cache use too):
-anything that says the database is away or busy becomes `Unavailable` (503 + Retry-After, the client retries). Any
-other failure of a chunk (a row PostgreSQL refuses, a value the driver cannot encode) is isolated by bisection under
-savepoints: the chunk is split in parts, the parts that fail are split again, and the rows that fail alone are
-rejected with the error while the rest is stored. One bad row among n costs O(log n) statements, not n.
+A failure that is the database's (away, busy, not at the expected schema: `database.is_transient`) is raised and
+answered 503. Any other failure of a chunk (a row PostgreSQL refuses, a value the driver cannot encode) is isolated
+by bisection under savepoints: the chunk is split in parts, the parts that fail are split again, and the rows that
+fail alone are rejected with the error while the rest is stored. One bad row among n costs O(log n) statements, not
+n. The SQL is `sql/store.sql`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
-from . import queries
+from . import sqlfiles
+from .database import Database, describe, is_transient, refused_by_server
 from .decode import MAX_MESSAGES
-from .errors import SchemaError, Unavailable
 from .flatten import METRIC_COLUMNS, SPAN_COLUMNS
+
+if TYPE_CHECKING:
+    import asyncpg
 
 log = logging.getLogger("glia.store")
 
-# SQLSTATE classes that mean "try again later": connection exception, insufficient resources, operator
-# intervention (shutdown, cancel), transaction rollback (serialization failure, deadlock).
-_RETRYABLE_CLASSES = ("08", "53", "57", "40")
-# SQLSTATE classes that are about the database, not the rows being written: besides the retryable ones, system
-# error, internal error, object in use or lock not available, invalid transaction state, and a schema that is not
-# what this receiver expects (undefined table or column, privileges: a migration under way). A write failing with one
-# of these is answered 503; any other failure is the rows' (data exception, constraint, program limit such as an
-# index row too large, a trigger raising) and is isolated to them.
-_DATABASE_CLASSES = (*_RETRYABLE_CLASSES, "58", "XX", "55", "25", "42", "3D", "3F", "0A", "28", "F0")
 _NO_PARTITION = "no partition of relation"
 _SPLIT = 4  # a refused chunk is cut into this many parts: fewer rows redone per level than halving, as few rounds
 # How many rows the rejections of one request may name with PostgreSQL's message (the rest are counted).
 _ROW_MESSAGES = MAX_MESSAGES
 
 
-@contextlib.asynccontextmanager
-async def connection(
-    pool: asyncpg.Pool, acquire_timeout: float, *, passthrough: tuple[str, ...] = ()
-) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection, with every driver error raised inside translated to the receiver's own: the one place
-    that decides what "the database is away or busy" (`Unavailable`, 503 + Retry-After) means.
-
-    Errors whose SQLSTATE class is in `passthrough` are re-raised as they are for the caller's handler: the query
-    API passes "22" (data exceptions, including a query argument asyncpg cannot encode), which it answers with 422.
-    """
-    try:
-        async with pool.acquire(timeout=acquire_timeout) as conn:
-            yield conn
-    except TimeoutError:
-        raise Unavailable("database did not answer in time: every pooled connection is busy") from None
-    except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, asyncpg.CannotConnectNowError) as exc:
-        # InternalClientError: the server went away in the middle of a transaction
-        raise Unavailable(f"database is unreachable: {_describe(exc)}") from None
-    except asyncpg.PostgresError as exc:
-        sqlstate = exc.sqlstate or ""
-        if passthrough and sqlstate.startswith(passthrough):
-            raise
-        # Row-content errors are handled where the rows are written; anything else reaching here (shutdown,
-        # out of resources, a schema being migrated) is worth retrying: a 5xx other than 503 would make the
-        # Collector drop the batch.
-        if not sqlstate.startswith(_RETRYABLE_CLASSES):
-            log.error("unexpected database error, answering 503 so the client retries: %s", _describe(exc))
-        raise Unavailable(f"database is unavailable: {_describe(exc)}") from None
+def _sql(name: str) -> str:
+    return sqlfiles.load("store.sql")[name]
 
 
 @dataclass(frozen=True)
@@ -91,12 +55,11 @@ def _describe_point(row: tuple[Any, ...]) -> str:
 
 
 def _tables() -> tuple[Table, Table]:
-    q = queries.load()
     return (
-        Table("spans", "spans_stage", SPAN_COLUMNS, q["insert_spans"], q["clear_spans_stage"], _describe_span),
+        Table("spans", "spans_stage", SPAN_COLUMNS, _sql("insert_spans"), _sql("clear_spans_stage"), _describe_span),
         Table(
-            "metric_points", "metric_points_stage", METRIC_COLUMNS, q["insert_metric_points"],
-            q["clear_metric_points_stage"], _describe_point,
+            "metric_points", "metric_points_stage", METRIC_COLUMNS, _sql("insert_metric_points"),
+            _sql("clear_metric_points_stage"), _describe_point,
         ),
     )
 
@@ -117,42 +80,16 @@ class WriteResult:
 Chunks = Iterable[Sequence[tuple[Any, ...]]] | AsyncIterable[Sequence[tuple[Any, ...]]]
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failed write says the database is away or busy (retry later) rather than a row is bad."""
-    if isinstance(exc, asyncpg.PostgresError):
-        return (exc.sqlstate or "").startswith(_DATABASE_CLASSES)
-    if isinstance(exc, asyncpg.DataError):  # an argument the driver cannot encode (an InterfaceError too)
-        return False
-    return isinstance(
-        exc,
-        OSError | TimeoutError | asyncpg.InterfaceError | asyncpg.InternalClientError | asyncpg.CannotConnectNowError,
-    )
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    # with no schema yet there is nothing to stage into: check_schema says so and the receiver does not start
-    with contextlib.suppress(asyncpg.UndefinedTableError):
-        await conn.execute(queries.load()["create_stage_tables"])
-
-
-async def create_pool(dsn: str, *, min_size: int, max_size: int, statement_timeout_ms: int) -> asyncpg.Pool:
-    """A bounded pool whose connections each have their staging tables."""
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        init=_init_connection,
-        server_settings={"statement_timeout": str(statement_timeout_ms), "application_name": "glia-receiver"},
-        command_timeout=max(statement_timeout_ms / 1000 + 5, 10),
-    )
+async def prepare_connection(conn: asyncpg.Connection) -> None:
+    """Make a new pooled connection's staging tables (the pool's `init`)."""
+    await conn.execute(_sql("create_stage_tables"))
 
 
 class Store:
-    """Writes span and metric rows; the application's lifespan owns the pool and passes it in."""
+    """Writes span and metric rows through the receiver's Database (whose pool the application's lifespan owns)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float) -> None:
-        self._pool = pool
-        self._acquire_timeout = acquire_timeout
+    def __init__(self, db: Database) -> None:
+        self._db = db
         self._months: set[tuple[str, datetime]] = set()
         self._spans, self._metrics = _tables()
 
@@ -167,29 +104,17 @@ class Store:
         """Store metric point rows, as write_spans does."""
         return await self._write(self._metrics, chunks, months)
 
-    async def schema_revision(self) -> str | None:
-        """The Alembic revision the database is at (None for an empty database)."""
-        async with self._connection() as conn:
-            try:
-                value: str | None = await conn.fetchval(queries.load()["schema_revision"])
-            except asyncpg.UndefinedTableError:
-                return None
-            return value
-
     async def ensure_partitions_ahead(self, months: int = 2) -> None:
         """Create this month's and the next months' partitions (run at start-up and daily)."""
-        async with self._connection() as conn:
-            await conn.execute(queries.load()["ensure_partitions_ahead"], months)
+        async with self._db.connection() as conn:
+            await conn.execute(_sql("ensure_partitions_ahead"), months)
 
     # --- internals -----------------------------------------------------------------------------------------
-
-    def _connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
-        return connection(self._pool, self._acquire_timeout)
 
     async def _write(self, table: Table, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
         result = WriteResult()
         await self._ensure_partitions(table.name, set(months))
-        async with self._connection() as conn, conn.transaction():
+        async with self._db.connection() as conn, conn.transaction():
             # one chunk ahead, so the last one can leave clearing the staging table to the commit
             pending: Sequence[tuple[Any, ...]] | None = None
             async for records in _each(chunks):
@@ -210,13 +135,13 @@ class Store:
             # transaction this holds the table's lock to the commit, but it happens once a retention run at most.
             self._months = {m for m in self._months if m[0] != table.name}
             for month in sorted({_month(record, table) for record in records}):
-                await conn.execute(queries.load()["ensure_partition"], table.name, month)
+                await conn.execute(_sql("ensure_partition"), table.name, month)
             error = await self._attempt(conn, table, records, result, clear=not last)
         if error is None:
             return
         log.warning(
             "%s: a chunk of %d rows was refused (%s); isolating the rows at fault", table.name, len(records),
-            _describe(error),
+            describe(error),
         )
         await self._isolate(conn, table, records, result, error)  # each attempt clears the staging table
 
@@ -235,9 +160,9 @@ class Store:
         except Exception as exc:
             if is_transient(exc):
                 raise
-            if not isinstance(exc, asyncpg.PostgresError):
+            if not refused_by_server(exc):
                 # flatten checks every value against its column: one reaching the driver unfit is a bug there
-                log.error("%s: the driver could not encode a row: %s", table.name, _describe(exc))
+                log.error("%s: the driver could not encode a row: %s", table.name, describe(exc))
             return exc
         result.inserted += int(status.rsplit(" ", 1)[-1])
         return None
@@ -252,7 +177,7 @@ class Store:
     ) -> None:
         """`records` were refused together: find the rows refused alone, by splitting and trying again."""
         if len(records) == 1:
-            result.reject(f"{table.describe(records[0])}: could not be stored: {_describe(error)}")
+            result.reject(f"{table.describe(records[0])}: could not be stored: {describe(error)}")
             return
         step = -(-len(records) // _SPLIT)
         for i in range(0, len(records), step):
@@ -265,8 +190,8 @@ class Store:
         missing = [m for m in sorted(months) if (table, m) not in self._months]
         if not missing:
             return
-        sql = queries.load()["ensure_partition"]
-        async with self._connection() as conn:
+        sql = _sql("ensure_partition")
+        async with self._db.connection() as conn:
             for month in missing:
                 await conn.execute(sql, table, month)
                 self._months.add((table, month))
@@ -285,34 +210,3 @@ def _month(record: tuple[Any, ...], table: Table) -> datetime:
     # the partition key is the third column of a span row (start_time), the second of a point row (time)
     value: datetime = record[2] if table.name == "spans" else record[1]
     return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-async def check_schema(store: Store, head: str) -> None:
-    """Raise SchemaError unless the database's schema is at `head`."""
-    current = await store.schema_revision()
-    if current != head:
-        shown = current or "empty (no glia schema)"
-        raise SchemaError(
-            f"database schema is at {shown}, this receiver needs {head}: run 'glia migrate' to bring it up to date"
-        )
-
-
-async def wait_for_database(dsn: str, timeout: float) -> None:  # noqa: ASYNC109
-    """Connect once, retrying for up to `timeout` seconds; raise the last error after that."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=min(5.0, max(timeout, 0.5)))
-        except (OSError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, TimeoutError):
-            if loop.time() >= deadline:
-                raise
-            await asyncio.sleep(0.5)
-        else:
-            await conn.close()
-            return

@@ -1,10 +1,12 @@
--- API keys (receiver/auth.py, `glia keys`).
+-- What receiver/auth.py runs: the key set ingest and reads are checked against, and `glia keys`.
 
 -- name: active_keys
 SELECT key_hash, scope FROM api_keys WHERE revoked_at IS NULL;
 
 -- name: create_key
+-- No row back when an active key has this name already (api_keys_active_name_idx).
 INSERT INTO api_keys (name, scope, key_hash, key_prefix) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
 RETURNING key_id, name, scope, key_prefix, created_at;
 
 -- name: list_keys

@@ -1,4 +1,4 @@
--- Retention (receiver/retention.py, `glia retention`).
+-- What receiver/retention.py runs: for `glia retention` and the receiver's daily check (receiver/maintenance.py).
 
 -- name: expired_partitions
 -- Whole partitions whose range ends at or before the cut-off: none of their rows can be newer than it.

@@ -17,8 +17,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from glia_otel._cli import main
-from receiver import api
-from receiver.queries import parse
+from receiver import query
+from receiver.sqlfiles import parse
 from tests.conftest import REPO, ReceiverServer
 
 Sql = Callable[..., list[dict[str, Any]]]
@@ -248,9 +248,9 @@ def test_values_postgresql_cannot_take_are_422_naming_the_parameter(seeded: http
 
 
 def test_a_data_error_from_postgresql_is_422(seeded: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    # without the check, PostgreSQL refuses the \u0000 in the jsonb parameter (SQLSTATE 22P05): the app's handler
-    # answers 422, not 500
-    monkeypatch.setattr(api.RunFilter, "check", lambda self: None)
+    # without the check, PostgreSQL refuses the \u0000 in the jsonb parameter (SQLSTATE 22P05): database.py makes it
+    # an InvalidQuery, answered 422, not 500
+    monkeypatch.setattr(query.RunFilter, "check", lambda self: None)
     response = seeded.get("/api/runs", params={"attr": "sample=S\x001"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query"] and "PostgreSQL" in response.json()["detail"][0]["msg"]
@@ -295,6 +295,16 @@ def test_openapi_documents_the_api(seeded: httpx.Client) -> None:
         "cursor",
     } <= params
 
+
+
+def test_the_api_version_is_the_packages(
+    receiver_factory: Callable[..., ReceiverServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from glia_otel import _version
+
+    monkeypatch.setattr(_version, "__version__", "9.8.7-test")
+    receiver = receiver_factory()
+    assert httpx.get(f"{receiver.url}/openapi.json").json()["info"]["version"] == "9.8.7-test"
 
 def test_schemathesis(seeded: httpx.Client) -> None:
     """Generated requests for every /api operation get a documented status and a body matching the schema, never a

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from glia_otel._cli import main
 from receiver import auth
+from receiver.database import Database
 from receiver.errors import Unavailable
 from tests.conftest import PgServer, ReceiverServer, with_database
 from tests.integration.test_api import seed_runs
@@ -160,7 +161,7 @@ def test_key_cache_retries_once_a_ttl_and_fails_closed_past_its_staleness_cap(
 
         pool = runner.run(create_pool())
         counting = CountingPool(pool)
-        cache = auth.KeyCache(cast(asyncpg.Pool, counting), ttl=ttl, acquire_timeout=1.0)
+        cache = auth.KeyCache(Database(cast(asyncpg.Pool, counting), acquire_timeout=1.0), ttl=ttl)
         try:
 
             async def first_load() -> dict[str, str]:

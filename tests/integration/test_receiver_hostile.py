@@ -27,7 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from receiver import decode, flatten
-from receiver.store import Store, create_pool
+from receiver.database import Database, create_pool
+from receiver.store import Store, prepare_connection
 from tests.conftest import ReceiverServer
 from tests.integration.test_receiver_bad_input import JS, PB, json_body, json_span, now_ns, pb_request, post
 
@@ -221,9 +222,9 @@ def test_a_value_asyncpg_cannot_encode_is_isolated_by_the_store(database_url: st
     rows.rows[3] = tuple(bad)
 
     async def write() -> Any:
-        pool = await create_pool(database_url, min_size=0, max_size=2, statement_timeout_ms=10_000)
+        pool = await create_pool(database_url, max_size=2, statement_timeout_ms=10_000, init=prepare_connection)
         try:
-            return await Store(pool, acquire_timeout=5).write_spans([rows.rows], rows.months)
+            return await Store(Database(pool, acquire_timeout=5)).write_spans([rows.rows], rows.months)
         finally:
             await pool.close()
 

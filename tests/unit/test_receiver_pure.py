@@ -11,7 +11,7 @@ import pytest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from receiver import decode, flatten, queries
+from receiver import decode, flatten, sqlfiles
 from receiver.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 NOW = time.time_ns()
@@ -232,11 +232,11 @@ def test_span_columns_cover_the_contract_once() -> None:
 
 
 def test_queries_file_parses_into_named_queries() -> None:
-    parsed = queries.parse("-- name: a\n-- a comment\nSELECT 1;\n\n-- name: b\nSELECT 2;\n")
+    parsed = sqlfiles.parse("-- name: a\n-- a comment\nSELECT 1;\n\n-- name: b\nSELECT 2;\n")
     assert parsed == {"a": "SELECT 1;", "b": "SELECT 2;"}
     with pytest.raises(ValueError, match="defined twice"):
-        queries.parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
-    assert {"insert_spans", "ensure_partition", "schema_revision"} <= set(queries.load())
+        sqlfiles.parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+    assert {"insert_spans", "ensure_partition"} <= set(sqlfiles.load("store.sql"))
 
 
 @pytest.mark.parametrize(
@@ -313,7 +313,7 @@ def _schema() -> tuple[dict[str, dict[str, str]], list[tuple[str, list[str]]]]:
     """The column types of each table in schema.sql, and its btree indexes as (table, columns)."""
     import re
 
-    text = (queries.SQL_DIR / "schema.sql").read_text()
+    text = (sqlfiles.SQL_DIR / "schema.sql").read_text()
     tables: dict[str, dict[str, str]] = {}
     indexes: list[tuple[str, list[str]]] = []
     for name, body in re.findall(r"CREATE TABLE (\w+) \((.*?)\n\)", text, flags=re.S):
@@ -348,7 +348,7 @@ def test_every_indexed_text_column_of_the_ingest_tables_has_a_rule() -> None:
 def test_decode_budget_serves_in_order_and_refuses_after_the_wait() -> None:
     import asyncio
 
-    from receiver.app import DecodeBudget
+    from receiver.budget import DecodeBudget
     from receiver.errors import Unavailable
 
     async def scenario() -> list[str]:

@@ -1,4 +1,8 @@
-"""The receiver's SQL, read once from `sql/queries.sql` (one query per `-- name: ...` header)."""
+"""The loader of the receiver's SQL files: `sql/<module>.sql` holds the named queries that `<module>.py` runs, each
+under a `-- name: ...` header, read once per process (`schema.sql` is the canonical schema, not queries).
+
+`tests/integration/test_sql_files.py` prepares every named query against the migrated schema.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,6 @@ def parse(text: str) -> dict[str, str]:
 
 
 @cache
-def load(filename: str = "queries.sql") -> dict[str, str]:
-    """The named queries of one file in `sql/`."""
+def load(filename: str) -> dict[str, str]:
+    """The named queries of one file in `sql/` (`load("store.sql")["insert_spans"]`)."""
     return parse((SQL_DIR / filename).read_text())

@@ -1,7 +1,7 @@
--- The query API's and the CLI's SQL (receiver/api.py, receiver/query_cli.py), each under a `-- name:` header.
+-- What receiver/query.py runs for the query API and `glia runs` / `glia show`, each under a `-- name:` header.
 
 -- Read paths are bounded (docs/querying.md, "Bounded answers"): every text value is sent at most one character
--- past its limit ($V below), so that receiver/api.py sees which values were longer, cuts them and marks them; a
+-- past its limit ($V below), so that receiver/query.py sees which values were longer, cuts them and marks them; a
 -- JSONB bag (attributes, resource) keeps its entries, in key order, only while their size stays under a budget
 -- ($B) and reports how many it left out (`*_dropped`). Keys and string values are cut like text; any other value
 -- whose JSON text is longer than the limit is sent as the start of that text.
@@ -21,7 +21,7 @@ SELECT set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 
 -- name: list_runs
 -- A filter whose parameter is NULL is off; force_custom_plan (read_settings) lets the planner fold the NULL tests
 -- away and use the index of the filters that are set.
--- {sort_expr}, {direction}, {cmp} and {cursor_type} come from the fixed table of sort keys in receiver/api.py.
+-- {sort_expr}, {direction}, {cmp} and {cursor_type} come from the fixed table of sort keys in receiver/query.py.
 -- $14 is the value limit ($V), $15 the attributes budget ($B); the bag is cut after the LIMIT, for the page only.
 SELECT r.run_id, r.trace_id, r.parent_run_id, r.run_name, r.program_name, r.run_kind, r.user_name, r.host_name,
        r.status, r.status_message, r.exit_code, r.started_at, r.ended_at, r.wall_seconds, r.cpu_seconds,

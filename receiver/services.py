@@ -1,0 +1,87 @@
+"""What every handler is handed: one typed object that the application's lifespan builds (the database, the store,
+the key cache, the settings and what is derived from them), and the FastAPI dependencies that give it, and a
+request's key check, to a handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from . import auth, flatten
+from .budget import DecodeBudget
+from .database import Database
+from .errors import AuthError
+from .query import ReadLimits
+from .ratelog import RateLimitedLog
+from .settings import Settings
+from .store import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    """The receiver's parts for one life of the application (app.py's lifespan)."""
+
+    settings: Settings
+    db: Database  # the pool: reads, the key set, maintenance
+    store: Store  # ingest's writes
+    keys: auth.KeyCache
+    budget: DecodeBudget  # the bytes of bodies being decoded at once
+    limits: flatten.Limits  # what one span may carry
+    reads: ReadLimits  # what bounds one read of the query API
+    auth_failures: RateLimitedLog  # refused keys, one line per client address and interval
+    schema_head: str  # the schema revision this code needs (/readyz)
+
+    @classmethod
+    def build(cls, settings: Settings, db: Database, schema_head: str) -> Services:
+        """Every part, from the settings and the database."""
+        return cls(
+            settings=settings,
+            db=db,
+            store=Store(db),
+            keys=auth.KeyCache(db, ttl=settings.key_cache_seconds),
+            budget=DecodeBudget(settings.max_decoding_bytes),
+            limits=flatten.Limits.from_settings(settings),
+            reads=ReadLimits.from_settings(settings),
+            auth_failures=auth.failure_log(settings.rejection_log_seconds),
+            schema_head=schema_head,
+        )
+
+
+def services(request: Request) -> Services:
+    """The application's Services (a FastAPI dependency), set by its lifespan before the first request."""
+    found = request.app.state.services
+    if not isinstance(found, Services):
+        raise TypeError("the application's lifespan has not set its services")
+    return found
+
+
+Wired = Annotated[Services, Depends(services)]
+
+
+def require(scope: str) -> Callable[[Request, Services], Awaitable[None]]:
+    """A FastAPI dependency that checks the request's key against the key cache, logging a refusal (rate limited,
+    never with the key or any part of it) before it is answered 401 or 403."""
+    if scope not in auth.SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: expected one of {', '.join(auth.SCOPES)}")
+
+    async def dependency(request: Request, svc: Wired) -> None:
+        try:
+            await svc.keys.check(request.headers.get("authorization"), scope)
+        except AuthError as exc:
+            client = request.client.host if request.client else "unknown"
+            svc.auth_failures.warning(
+                client,
+                "refused %s %s from %s: %d %s",
+                request.method,
+                request.url.path,
+                client,
+                exc.status_code,
+                exc.message,
+            )
+            raise
+
+    return dependency
