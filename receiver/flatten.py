@@ -66,6 +66,9 @@ SPAN_ATTRIBUTE_COLUMNS: dict[str, tuple[str, str]] = {
     "glia.cpu.percent": ("cpu_percent", "float"),
     "glia.memory.peak_rss_bytes": ("peak_rss_bytes", "int"),
     "glia.memory.peak_rss_method": ("peak_rss_method", "str"),
+    "glia.memory.tree_peak_bytes": ("tree_peak_bytes", "int"),
+    "glia.memory.tree_peak_method": ("tree_peak_method", "str"),
+    "glia.memory.oom_kills": ("oom_kills", "int32"),
     "glia.io.read_bytes": ("io_read_bytes", "int"),
     "glia.io.write_bytes": ("io_write_bytes", "int"),
 }

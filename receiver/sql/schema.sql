@@ -41,8 +41,11 @@ CREATE TABLE spans (
     cpu_user_seconds          double precision,
     cpu_system_seconds        double precision,
     cpu_percent               double precision,
-    peak_rss_bytes            bigint,
+    peak_rss_bytes            bigint,     -- the largest single process's peak RSS (GNU time's %M)
     peak_rss_method           text,
+    tree_peak_bytes           bigint,     -- the whole process tree's peak (revision 0003)
+    tree_peak_method          text,
+    oom_kills                 integer,    -- processes the OOM killer ended in the run's cgroup
     io_read_bytes             bigint,
     io_write_bytes            bigint,
     -- everything else
@@ -152,6 +155,9 @@ SELECT
     s.peak_rss_bytes,
     s.peak_rss_bytes / 1024                          AS max_rss_kb,
     s.peak_rss_method,
+    s.tree_peak_bytes,
+    s.tree_peak_method,
+    s.oom_kills,
     s.io_read_bytes,
     s.io_write_bytes,
     s.service_instance_id,

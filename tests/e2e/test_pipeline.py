@@ -50,11 +50,12 @@ PER_RUN = {
     "cpu_system_seconds",
     "cpu_percent",
     "peak_rss_bytes",
+    "tree_peak_bytes",
     "io_read_bytes",
     "io_write_bytes",
 }
 # Bag keys whose values are measured per run.
-PER_RUN_BAG_KEYS = {"glia.memory.child_max_rss_bytes", "glia.memory.start_rss_bytes"}
+PER_RUN_BAG_KEYS = {"glia.memory.start_rss_bytes"}
 
 
 def _json(value: Any) -> Any:
