@@ -71,6 +71,8 @@
 .memory_start <- function(run) {
   method <- .memory_method()
   run$memory_method <- method
+  # The RSS the run starts from, so `peak - start` is what the run added (the peak is the process's, all included).
+  run$start_rss <- .rss_bytes()
   .fold_peak_into_open_runs(.current_peak(method))
   if (method == "hwm-reset" && !.reset_hwm()) run$memory_method <- method <- "hwm"
   run$peak_seen <- if (method == "hwm-reset") NA_real_ else .rss_bytes()
@@ -103,7 +105,7 @@
 
 #' Usage attributes of a run between two snapshots, as typed attribute values.
 #' @noRd
-.usage_attributes <- function(start, end, peak_rss, peak_method) {
+.usage_attributes <- function(start, end, peak_rss, peak_method, start_rss = NA_real_) {
   p0 <- start$proc
   p1 <- end$proc
   child <- function(p, field) {
@@ -122,6 +124,7 @@
     attrs[["glia.memory.peak_rss_bytes"]] <- .int(peak_rss)
     attrs[["glia.memory.peak_rss_method"]] <- peak_method
   }
+  if (is.finite(start_rss)) attrs[["glia.memory.start_rss_bytes"]] <- .int(start_rss)
   if (!is.null(start$io) && !is.null(end$io)) {
     attrs[["glia.io.read_bytes"]] <- .int(max(0, end$io[["read"]] - start$io[["read"]]))
     attrs[["glia.io.write_bytes"]] <- .int(max(0, end$io[["write"]] - start$io[["write"]]))

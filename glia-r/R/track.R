@@ -225,7 +225,7 @@ print.glia_tracker <- function(x, ...) {
     run$attributes <- c(
       run$custom[setdiff(names(run$custom), .measured_keys)],
       list("glia.run.kind" = run$kind, "process.exit.code" = if (failed) 1L else 0L),
-      .usage_attributes(run$start, end, peak, run$memory_method)
+      .usage_attributes(run$start, end, peak, run$memory_method, if (is.null(run$start_rss)) NA_real_ else run$start_rss)
     )
     body <- .export_request_json(.resource(run$settings), list(run))
     run$outcome <- if (is.null(.glia$exporter)) .export(body, run$settings) else .glia$exporter(body)
@@ -235,7 +235,8 @@ print.glia_tracker <- function(x, ...) {
 
 .measured_keys <- c(
   "glia.run.kind", "process.exit.code", "glia.cpu.user_seconds", "glia.cpu.system_seconds", "glia.cpu.percent",
-  "glia.memory.peak_rss_bytes", "glia.memory.peak_rss_method", "glia.io.read_bytes", "glia.io.write_bytes"
+  "glia.memory.peak_rss_bytes", "glia.memory.peak_rss_method", "glia.memory.start_rss_bytes", "glia.io.read_bytes",
+  "glia.io.write_bytes"
 )
 
 # Marks every open run failed when an error reaches the top level uncaught (Rscript then exits).

@@ -102,3 +102,70 @@ test_that("wall time is the span's duration", {
   expect_lt(duration, 1)
   expect_lt(attrs_of(span)[["glia.cpu.percent"]]$doubleValue, 30)
 })
+
+# The accuracy table: a run's peak is the process's peak RSS during the run (its VmHWM since the run began, all of the
+# process's memory included), checked against VmHWM read by the test at the run's end.
+vm_hwm <- function() glia:::.status_bytes("VmHWM")
+
+peak_against_hwm <- function(bytes) {
+  seen <- new.env()
+  a <- run_attrs(glia_track({
+    x <- rep(1, bytes / 8)
+    seen$hwm <- vm_hwm()
+    length(x)
+  }))[[1]]
+  list(peak = number(a[[ "glia.memory.peak_rss_bytes" ]]), hwm = seen$hwm, attrs = a)
+}
+
+for (size_mib in c(1, 20, 200)) {
+  test_that(sprintf("the peak of a %d MiB allocation is VmHWM at the run's end, within 1 MiB", size_mib), {
+    skip_if_no_proc()
+    invisible(gc())
+    got <- peak_against_hwm(size_mib * mib)
+    expect_identical(got$attrs[["glia.memory.peak_rss_method"]]$stringValue, "hwm-reset")
+    expect_lt(abs(got$peak - got$hwm), 1 * mib)
+    start <- number(got$attrs[["glia.memory.start_rss_bytes"]])
+    expect_gte(got$peak, start)
+    # Above glibc's largest mmap threshold (32 MiB) an allocation is always fresh memory, so the run adds exactly it;
+    # a smaller one may reuse pages the process already had (the peak is still the process's, and exact).
+    if (size_mib > 32) expect_lt(abs((got$peak - start) - size_mib * mib), 0.05 * size_mib * mib)
+  })
+}
+
+test_that("a 20 MiB run in a process holding 300 MiB reports the process's peak during the run", {
+  skip_if_no_proc()
+  spike <- rep(1, 500 * mib / 8)  # the process peaks higher before the run...
+  held <- rep(1, 300 * mib / 8)
+  rm(spike)
+  invisible(gc())                  # ...and holds 300 MiB when it begins
+  got <- peak_against_hwm(20 * mib)
+  expect_lt(abs(got$peak - got$hwm), 1 * mib)
+  start <- number(got$attrs[["glia.memory.start_rss_bytes"]])
+  expect_gt(start, 300 * mib)
+  expect_gte(got$peak, start)
+  expect_lt(got$peak, start + 40 * mib)  # not the earlier 800 MiB
+  expect_gt(length(held), 0)
+})
+
+test_that("nested runs each report their own peak against VmHWM", {
+  skip_if_no_proc()
+  invisible(gc())
+  seen <- new.env()
+  spans <- run_attrs(glia_track({
+    tmp <- rep(1, 80 * mib / 8)
+    rm(tmp)
+    invisible(gc())
+    seen$before_inner <- vm_hwm()
+    glia_track({
+      small <- rep(1, 20 * mib / 8)
+      seen$inner_end <- vm_hwm()
+      length(small)
+    }, name = "inner")
+    seen$outer_end <- vm_hwm()
+  }, name = "outer"))
+  inner <- number(spans[[1]][["glia.memory.peak_rss_bytes"]])
+  outer <- number(spans[[2]][["glia.memory.peak_rss_bytes"]])
+  expect_lt(abs(inner - seen$inner_end), 1 * mib)
+  expect_lt(abs(outer - max(seen$before_inner, seen$inner_end, seen$outer_end)), 1 * mib)
+  expect_lt(inner, outer - 40 * mib)
+})
