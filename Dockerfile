@@ -14,14 +14,15 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PROJECT_ENVIRONMENT=/opt/glia
 WORKDIR /src
 # Dependencies first, in their own layer: it is rebuilt only when the lock file changes, not on every code edit.
+# The receiver is the server part: the client's dependencies and the `server` extra, not the dev group.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-install-project
+    uv sync --locked --no-dev --extra server --no-install-project
 COPY glia_otel ./glia_otel
 COPY receiver ./receiver
 COPY migrations ./migrations
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable
+    uv sync --locked --no-dev --extra server --no-editable
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 glia \
