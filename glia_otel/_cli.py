@@ -1,6 +1,11 @@
 """The `glia` command: a thin dispatcher that imports only the subcommand it runs.
 
-`glia run` must start the user's command fast, so nothing heavy is imported here.
+`glia run` must start the user's command fast, so nothing heavy is imported here. Each subcommand is a small
+function that imports its module and calls it, so that mypy checks the call and a reader can follow it.
+
+The client (this package) runs `glia run`, `glia flush`, and `glia runs` / `glia show` through a receiver's query API
+(`GLIA_API_URL`). The server part (`receiver/`, installed with `pip install 'glia[server]'`) runs the rest, and
+`glia runs` / `glia show` against the database; without it, those commands say in one line how to install it.
 """
 
 from __future__ import annotations
@@ -8,25 +13,114 @@ from __future__ import annotations
 import os
 import sys
 
-# subcommand -> (module, function, one-line help). Each function takes argv (without the subcommand) and returns
-# the process exit code.
-_COMMANDS: dict[str, tuple[str, str, str]] = {
-    "serve": ("receiver.cli", "serve_main", "run the OTLP/HTTP receiver (embedded PostgreSQL by default)"),
-    "migrate": ("receiver.cli", "migrate_main", "apply (or roll back) the database schema migrations"),
-    "run": ("glia_otel._run", "main", "run a command and record it as a run: glia run -- CMD ARGS..."),
-    "flush": ("glia_otel._spool", "flush_main", "resend runs that were spooled while the endpoint was down"),
-    "runs": ("receiver.query_cli", "runs_main", "list runs: a table, or --format json|csv, with filters"),
-    "show": ("receiver.query_cli", "show_main", "show one run: attributes, child spans, samples"),
-    "keys": ("receiver.query_cli", "keys_main", "create, list and revoke API keys"),
-    "retention": ("receiver.query_cli", "retention_main", "drop old monthly partitions; store the daily policy"),
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # `typing` and `collections.abc` would cost `glia run` milliseconds
+    from collections.abc import Callable
+
+SERVER_INSTALL = "pip install 'glia[server]'"
+
+
+def _run(argv: list[str]) -> int:
+    from ._run import main as run_main
+
+    return run_main(argv)
+
+
+def _flush(argv: list[str]) -> int:
+    from ._spool import flush_main
+
+    return flush_main(argv)
+
+
+def _serve(argv: list[str]) -> int:
+    from receiver.cli import serve_main
+
+    return serve_main(argv)
+
+
+def _migrate(argv: list[str]) -> int:
+    from receiver.cli import migrate_main
+
+    return migrate_main(argv)
+
+
+def _runs(argv: list[str]) -> int:
+    from . import _query
+
+    if _query.reads_api(argv):
+        return _query.runs_main(argv)
+    from receiver.query_cli import runs_main
+
+    return runs_main(argv)
+
+
+def _show(argv: list[str]) -> int:
+    from . import _query
+
+    if _query.reads_api(argv):
+        return _query.show_main(argv)
+    from receiver.query_cli import show_main
+
+    return show_main(argv)
+
+
+def _keys(argv: list[str]) -> int:
+    from receiver.query_cli import keys_main
+
+    return keys_main(argv)
+
+
+def _retention(argv: list[str]) -> int:
+    from receiver.query_cli import retention_main
+
+    return retention_main(argv)
+
+
+# Which part of glia a command needs: the client alone, the server part, or either (the query API or the database).
+CLIENT, SERVER, EITHER = "client", "server", "either"
+
+# subcommand -> (function of argv without the subcommand, returning the exit code; the part it needs; one-line help)
+_COMMANDS: dict[str, tuple[Callable[[list[str]], int], str, str]] = {
+    "run": (_run, CLIENT, "run a command and record it as a run: glia run -- CMD ARGS..."),
+    "flush": (_flush, CLIENT, "resend runs that were spooled while the endpoint was down"),
+    "runs": (_runs, EITHER, "list runs: a table, or --format json|csv, with filters"),
+    "show": (_show, EITHER, "show one run: attributes, child spans, samples"),
+    "serve": (_serve, SERVER, "run the OTLP/HTTP receiver (embedded PostgreSQL by default)"),
+    "migrate": (_migrate, SERVER, "apply (or roll back) the database schema migrations"),
+    "keys": (_keys, SERVER, "create, list and revoke API keys"),
+    "retention": (_retention, SERVER, "drop old monthly partitions; store the daily policy"),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: glia COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in _COMMANDS.items()]
+    lines = ["usage: glia COMMAND [ARGS...]"]
+    for part, title in (
+        (CLIENT, "commands:"),
+        (EITHER, "reading runs (from the query API at $GLIA_API_URL, else from the database: the server part):"),
+        (SERVER, f"the server part ({SERVER_INSTALL}):"),
+    ):
+        lines += ["", title]
+        lines += [f"  {name:<10} {help_}" for name, (_, needs, help_) in _COMMANDS.items() if needs == part]
     lines += ["", "Run 'glia COMMAND --help' for a command's options."]
     return "\n".join(lines)
+
+
+def _without_server(name: str, argv: list[str], exc: ModuleNotFoundError) -> str | None:
+    """The one line for a command whose server part is not installed, or None when `exc` is something else."""
+    missing = exc.name or ""
+    if not missing or missing.partition(".")[0] == "glia_otel":
+        return None  # the client itself is broken: that is a bug to see whole
+    needs = _COMMANDS[name][1]
+    if needs == CLIENT:
+        return None
+    if needs == EITHER:
+        from . import _query
+
+        if _query.reads_api(argv):
+            return None
+        if not _query.asks_for_database(argv):
+            return _query.no_way_to_read(f"glia {name}", missing)
+    return f"glia {name}: needs the server part, which is not installed (no module named {missing!r}): {SERVER_INSTALL}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     if entry is None:
         print(f"glia: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name, func_name, _ = entry
-    # `__import__` rather than `importlib.import_module`: the `importlib` package costs `glia run` a millisecond.
-    func = getattr(__import__(module_name, fromlist=[func_name]), func_name)
-    code: int = func(args[1:])
+    command = entry[0]
+    try:
+        code = command(args[1:])
+    except ModuleNotFoundError as exc:
+        # the server part imports some of its dependencies only when a command needs them: caught wherever it is
+        hint = _without_server(args[0], args[1:], exc)
+        if hint is None:
+            raise
+        print(hint, file=sys.stderr)
+        return 1
     if argv is None and args[0] == "run":
         # The command's run is recorded and its cgroup removed: the interpreter's teardown (several ms) would
         # only delay the exit. glia run leaves no thread with work to finish (the background resend is safe to

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from receiver.query_cli import csv_safe, format_csv, format_run, format_table, json_safe, terminal_safe
+from glia_otel._format import csv_safe, format_csv, format_run, format_table, json_safe, terminal_safe
 
 # a window title, a screen clear, a link (OSC 8), a C1 CSI, DEL, a right-to-left override, a line separator
 HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b]8;;http://x\x1b\\click\x1b]8;;\x1b\\ \x9b31m \x7f \u202eevil\u202c \u2028 end"
