@@ -1,11 +1,10 @@
 """The query layer of the API and the database commands: run filters, sort keys, keyset cursors, and the queries of
-`sql/query.sql` (`list_runs`, `get_run`, `run_children`, `run_metrics`).
+`sql/query.sql` (`RunQueries.list_runs`, `get_run`, `run_children`, `run_metrics`).
 
 `/api/...` (api.py) and `glia runs` / `glia show` (query_cli.py) run exactly these, under the same limits: a read-only
-transaction with a statement timeout of its own (`read_transaction`), values cut at a length with a marker, and
-pages that stop at a byte budget (`ReadLimits`). Each function takes a connection inside `read_transaction`; where
-it comes from (the receiver's pool, a command's own) and how its errors are told is `database.py`'s. No web
-framework here: the commands import this module, not the API.
+transaction with a statement timeout of its own (`reading`), values cut at a length with a marker, and pages that
+stop at a byte budget (`ReadLimits`). Where the connection comes from (the receiver's pool, a command's own) and how
+its errors are told is `database.py`'s. No web framework here: the commands import this module, not the API.
 """
 
 from __future__ import annotations
