@@ -4,24 +4,23 @@ They read PostgreSQL at `--database-url`, else `$GLIA_DATABASE_URL`, else the em
 for the command and stopped again when it was not running). `glia runs` and `glia show` run the API's own query
 layer (`receiver/query.py`) under its limits, cancel their query on Ctrl-C and SIGTERM, and print stored text with
 its control characters escaped: a span name is whatever a client sent, and a terminal or a spreadsheet would act on
-it. They import no web framework (`tests/integration/test_receiver_cli_imports.py`).
+it. They import no web framework (`tests/integration/test_receiver_cli_imports.py`). The
+formatting is the client's (`glia_otel/_format.py`), shared with `glia runs` / `glia show` over the query API.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
+from glia_otel._format import format_csv, format_run, format_table, terminal_safe
+from glia_otel._format import format_json as _json
 
 from .command_settings import CommandSettings, database, database_options
 from .errors import GliaError, Interrupted
@@ -32,24 +31,6 @@ if TYPE_CHECKING:
     from .query import ReadLimits, RunQueries
 
 T = TypeVar("T")
-
-TABLE_COLUMNS = [
-    ("run_id", "RUN ID"),
-    ("started_at", "STARTED (UTC)"),
-    ("program_name", "PROGRAM"),
-    ("user_name", "USER"),
-    ("host_name", "HOST"),
-    ("status", "STATUS"),
-    ("exit_code", "EXIT"),
-    ("wall_seconds", "WALL"),
-    ("cpu_percent", "CPU%"),
-    ("peak_rss_bytes", "PEAK MEM"),
-]
-CSV_COLUMNS = [
-    "run_id", "trace_id", "program_name", "run_name", "run_kind", "user_name", "host_name", "status", "exit_code",
-    "started_at", "ended_at", "wall_seconds", "cpu_seconds", "cpu_percent", "peak_rss_bytes", "peak_rss_method",
-    "io_read_bytes", "io_write_bytes", "script_path", "script_sha256", "attributes",
-]  # fmt: skip
 
 
 # --- database -----------------------------------------------------------------------------------------------------
@@ -126,123 +107,6 @@ def _main(prog: str, body: Callable[[], int]) -> int:
         return 2 if isinstance(exc, ValueError) else 1
 
 
-# --- formatting ---------------------------------------------------------------------------------------------------
-
-# C0 controls, DEL, C1 controls, and the Unicode controls that reorder text or break lines (bidi marks, embeddings,
-# overrides and isolates; line and paragraph separators): a terminal would act on them (ESC starts a sequence that
-# can retitle the window, redraw the screen or make a link), or show stored text in another order than stored.
-_BEYOND_C0 = r"\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
-_TERMINAL_UNSAFE = re.compile(rf"[\x00-\x1f{_BEYOND_C0}]")
-# A CSV cell may hold tabs, newlines and carriage returns (the writer quotes it); JSON text escapes C0 itself.
-_CSV_UNSAFE = re.compile(rf"[\x00-\x08\x0b\x0c\x0e-\x1f{_BEYOND_C0}]")
-_JSON_UNSAFE = re.compile(rf"[{_BEYOND_C0}]")
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-# What a spreadsheet reads as the start of a formula (OWASP's list for CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _visible(match: re.Match[str]) -> str:
-    char = match.group()
-    code = ord(char)
-    return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def terminal_safe(text: str) -> str:
-    """`text` with each control character written as a visible escape (`\\x1b`, `\\n`, `\\u202e`), for the
-    terminal: one line, shown in the order it is stored, nothing a terminal acts on."""
-    return _TERMINAL_UNSAFE.sub(_visible, text)
-
-
-def csv_safe(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as the text it is: control characters escaped as for the terminal (newlines and
-    tabs kept, the writer quotes them), and a `'` before text that starts with = + - @ tab or CR, which a spreadsheet
-    would run as a formula. Anything but text (a negative exit code) is left as it is."""
-    if not isinstance(value, str):
-        return value
-    text = _CSV_UNSAFE.sub(_visible, value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-def json_safe(text: str) -> str:
-    """JSON text with DEL, C1 and the bidi and line controls written as `\\u` escapes: the same document (JSON
-    reads them back as the same characters), safe in a terminal. The encoder already escapes C0."""
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def human_bytes(value: float | None) -> str:
-    """1536 -> '1.5 KiB'."""
-    if value is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_seconds(value: float | None) -> str:
-    """3725.0 -> '1h02m05s'."""
-    if value is None:
-        return "-"
-    if value < 60:
-        return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
-    minutes, seconds = divmod(round(value), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
-
-
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if key == "started_at" and isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if key == "wall_seconds":
-        return human_seconds(value)
-    if key == "cpu_percent":
-        return f"{value:.0f}"
-    if key == "peak_rss_bytes":
-        return human_bytes(value)
-    return terminal_safe(str(value))
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Aligned columns for the terminal."""
-    cells = [[title for _, title in TABLE_COLUMNS]]
-    cells += [[_cell(key, row.get(key)) for key, _ in TABLE_COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
-    right = {"exit_code", "wall_seconds", "cpu_percent", "peak_rss_bytes"}
-    lines = []
-    for line in cells:
-        parts = [
-            text.rjust(width) if key in right else text.ljust(width)
-            for (key, _), text, width in zip(TABLE_COLUMNS, line, widths, strict=True)
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def format_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV with a header; attributes as a JSON object."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        values = []
-        for key in CSV_COLUMNS:
-            value = row.get(key)
-            if key == "attributes":
-                value = json_safe(orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode())
-            elif isinstance(value, datetime):
-                value = value.isoformat()
-            values.append("" if value is None else csv_safe(value))
-        writer.writerow(values)
-    return out.getvalue()
-
-
-def _json(value: Any) -> str:
-    return json_safe(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
-
-
 # --- glia runs / glia show ----------------------------------------------------------------------------------------
 
 
@@ -300,39 +164,6 @@ def runs_main(argv: list[str]) -> int:
         return 0
 
     return _main("glia runs", body)
-
-
-def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
-    """A run as text: its columns, custom values, child spans and a summary of its samples."""
-    skip = {"attributes", "resource", "children", "children_truncated"}
-    lines = [f"run {run['run_id']}  ({run['run_name']})"]
-    for key, value in run.items():
-        if key in skip or value is None or value == []:
-            continue
-        if key in ("peak_rss_bytes", "io_read_bytes", "io_write_bytes"):
-            value = f"{value}  ({human_bytes(value)})"
-        elif key in ("wall_seconds", "cpu_seconds", "cpu_user_seconds", "cpu_system_seconds"):
-            value = f"{value:.3f}  ({human_seconds(value)})"
-        elif isinstance(value, list):
-            value = " ".join(map(str, value))
-        lines.append(f"  {key:<20} {value}")
-    if run.get("attributes"):
-        lines.append("attributes:")
-        lines += [f"  {k:<20} {orjson.dumps(v).decode()}" for k, v in sorted(run["attributes"].items())]
-    if run.get("children"):
-        more = ", more not shown" if run.get("children_truncated") else ""
-        lines.append(f"child spans ({len(run['children'])}{more}):")
-        for child in run["children"]:
-            indent = "  " * child["depth"]
-            lines.append(f"{indent}{child['name']}  {human_seconds(child['wall_seconds'])}  {child['status']}")
-    if metrics:
-        lines.append("samples:")
-        for series in metrics:
-            values = [p["value"] for p in series["points"] if p["value"] is not None]
-            label = series["name"] + (orjson.dumps(series["attributes"]).decode() if series["attributes"] else "")
-            shown = human_bytes(max(values)) if series["unit"] == "By" and values else max(values, default=None)
-            lines.append(f"  {label:<40} {len(series['points'])} points, max {shown}")
-    return "\n".join(terminal_safe(line) for line in lines)
 
 
 def show_main(argv: list[str]) -> int:
