@@ -31,7 +31,8 @@ TABLE_COLUMNS = [
 CSV_COLUMNS = [
     "run_id", "trace_id", "program_name", "run_name", "run_kind", "user_name", "host_name", "status", "exit_code",
     "started_at", "ended_at", "wall_seconds", "cpu_seconds", "cpu_percent", "peak_rss_bytes", "peak_rss_method",
-    "io_read_bytes", "io_write_bytes", "script_path", "script_sha256", "attributes",
+    "tree_peak_bytes", "tree_peak_method", "oom_kills", "io_read_bytes", "io_write_bytes", "script_path",
+    "script_sha256", "attributes",
 ]  # fmt: skip
 
 # C0 controls, DEL, C1 controls, and the Unicode controls that reorder text or break lines (bidi marks, embeddings,
@@ -175,7 +176,7 @@ def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
     for key, value in run.items():
         if key in skip or value is None or value == []:
             continue
-        if key in ("peak_rss_bytes", "io_read_bytes", "io_write_bytes"):
+        if key in ("peak_rss_bytes", "tree_peak_bytes", "io_read_bytes", "io_write_bytes"):
             value = f"{value}  ({human_bytes(value)})"
         elif key in ("wall_seconds", "cpu_seconds", "cpu_user_seconds", "cpu_system_seconds"):
             value = f"{value:.3f}  ({human_seconds(value)})"

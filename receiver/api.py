@@ -62,8 +62,17 @@ class RunSummary(BaseModel):
     wall_seconds: float
     cpu_seconds: float | None
     cpu_percent: float | None
-    peak_rss_bytes: int | None
-    peak_rss_method: str | None
+    peak_rss_bytes: int | None = Field(
+        description="the largest single process's peak RSS (for a command: what GNU time's %M reports; for a block:"
+        " the process's peak during the block)"
+    )
+    peak_rss_method: str | None = Field(description="how peak_rss_bytes was measured (docs/attributes.md)")
+    tree_peak_bytes: int | None = Field(
+        description="a command's whole process tree at its peak: the cgroup's charged-memory peak (what a memory"
+        " limit enforces), else the sampled sum of the tree's RSS; null for blocks"
+    )
+    tree_peak_method: str | None = Field(description="cgroup, sampled-tree, or wait4 when only one figure exists")
+    oom_kills: int | None = Field(description="processes of the command's cgroup the kernel's OOM killer ended")
     io_read_bytes: int | None
     io_write_bytes: int | None
     script_path: str | None
@@ -109,7 +118,7 @@ class RunDetail(RunSummary):
     working_directory: str | None
     cpu_user_seconds: float | None
     cpu_system_seconds: float | None
-    max_rss_kb: int | None
+    max_rss_kb: int | None = Field(description="peak_rss_bytes in KiB, GNU time's unit")
     service_instance_id: str | None
     resource: dict[str, Any]
     children: list[ChildSpan]

@@ -25,15 +25,16 @@ SELECT set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 
 -- $14 is the value limit ($V), $15 the attributes budget ($B); the bag is cut after the LIMIT, for the page only.
 SELECT r.run_id, r.trace_id, r.parent_run_id, r.run_name, r.program_name, r.run_kind, r.user_name, r.host_name,
        r.status, r.status_message, r.exit_code, r.started_at, r.ended_at, r.wall_seconds, r.cpu_seconds,
-       r.cpu_percent, r.peak_rss_bytes, r.peak_rss_method, r.io_read_bytes, r.io_write_bytes, r.script_path,
-       r.script_sha256, bag.attributes, bag.attributes_dropped, r.sort_value
+       r.cpu_percent, r.peak_rss_bytes, r.peak_rss_method, r.tree_peak_bytes, r.tree_peak_method, r.oom_kills,
+       r.io_read_bytes, r.io_write_bytes, r.script_path, r.script_sha256, bag.attributes, bag.attributes_dropped,
+       r.sort_value
 FROM (
     SELECT run_id, trace_id, parent_run_id, left(run_name, $14 + 1) AS run_name,
            left(program_name, $14 + 1) AS program_name, left(run_kind, $14 + 1) AS run_kind,
            left(user_name, $14 + 1) AS user_name, left(host_name, $14 + 1) AS host_name, status,
            left(status_message, $14 + 1) AS status_message, exit_code, started_at, ended_at, wall_seconds,
            cpu_seconds, cpu_percent, peak_rss_bytes, left(peak_rss_method, $14 + 1) AS peak_rss_method,
-           io_read_bytes, io_write_bytes, left(script_path, $14 + 1) AS script_path,
+           tree_peak_bytes, left(tree_peak_method, $14 + 1) AS tree_peak_method, oom_kills, io_read_bytes, io_write_bytes, left(script_path, $14 + 1) AS script_path,
            left(script_sha256, $14 + 1) AS script_sha256, attributes, {sort_expr} AS sort_value
     FROM runs
     WHERE ($1::text IS NULL OR program_name = $1)
@@ -83,7 +84,8 @@ SELECT r.run_id, r.trace_id, r.parent_run_id, left(r.run_name, $2 + 1) AS run_na
        cmd.command_args, cmd.command_args_dropped, left(r.working_directory, $2 + 1) AS working_directory,
        r.status, left(r.status_message, $2 + 1) AS status_message, r.exit_code, r.started_at, r.ended_at,
        r.wall_seconds, r.cpu_user_seconds, r.cpu_system_seconds, r.cpu_seconds, r.cpu_percent, r.peak_rss_bytes,
-       r.max_rss_kb, left(r.peak_rss_method, $2 + 1) AS peak_rss_method, r.io_read_bytes, r.io_write_bytes,
+       r.max_rss_kb, left(r.peak_rss_method, $2 + 1) AS peak_rss_method, r.tree_peak_bytes,
+       left(r.tree_peak_method, $2 + 1) AS tree_peak_method, r.oom_kills, r.io_read_bytes, r.io_write_bytes,
        left(r.service_instance_id, $2 + 1) AS service_instance_id,
        attrs.attributes, attrs.attributes_dropped, res.resource, res.resource_dropped
 FROM (SELECT * FROM found ORDER BY started_at DESC LIMIT 1) r
