@@ -27,6 +27,38 @@ class Cgroup:
         except (OSError, ValueError, IndexError):
             return None
 
+    def oom_kills(self) -> int | None:
+        """Processes of the cgroup the kernel's OOM killer ended (`oom_kill` in v2's `memory.events`, v1's
+        `memory.oom_control`), so a memory kill can be told from any other SIGKILL; None where it is not reported."""
+        events = "memory.events" if self.version == 2 else "memory.oom_control"
+        try:
+            with open(os.path.join(self.path, events), "rb") as f:
+                for line in f:
+                    key, _, value = line.partition(b" ")
+                    if key == b"oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def live_io(self) -> tuple[int, int] | None:
+        """(read_bytes, write_bytes) so far of the processes still in the cgroup (descendants that outlived the
+        command), from each one's /proc/<pid>/io; None if there are none."""
+        from ._measure import read_io_of
+
+        try:
+            with open(os.path.join(self.path, "cgroup.procs"), "rb") as f:
+                pids = [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            return None
+        total_read = total_write = 0
+        for pid in pids:
+            io = read_io_of(pid)
+            if io is not None:
+                total_read += io[0]
+                total_write += io[1]
+        return (total_read, total_write) if pids else None
+
     def remove(self) -> None:
         """Move any process left behind (a daemonized grandchild) to the parent cgroup, then remove it."""
         parent = os.path.dirname(self.path)

@@ -272,9 +272,16 @@ def _tree_pids_psutil(root: int) -> list[int]:
         return []
 
 
-def tree_rss(root: int) -> int:
-    """RSS summed over a process and its descendants, in bytes (0 if it is gone)."""
-    return sum(_rss_of(pid) for pid in tree_pids(root))
+def tree_rss(root: int, with_root: bool = True) -> int:
+    """RSS summed over a process and its descendants (or its descendants alone), in bytes (0 if it is gone)."""
+    pids = tree_pids(root)
+    return sum(_rss_of(pid) for pid in (pids if with_root else pids[1:]))
+
+
+def read_io_of(pid: int) -> tuple[int, int] | None:
+    """(read_bytes, write_bytes) of a process (with its reaped children); None where it cannot be read."""
+    data = _read(f"/proc/{pid}/io")
+    return None if data is None else parse_io(data)
 
 
 def tree_threads(root: int) -> int:

@@ -129,3 +129,78 @@ def test_tree_rss_is_the_sum_over_the_live_tree() -> None:
         parent.kill()
         parent.wait()
     assert tree_pids(parent.pid) == [] and tree_rss(parent.pid) == 0
+
+
+# What a block's peak means: the process's peak RSS during the block (its VmHWM since the block began), all of the
+# process's memory included, not only what the block added. The test reads VmHWM itself at the block's end.
+HWM = """
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+def touch(mib):
+    x = bytearray(mib * 1024 * 1024)
+    for i in range(0, len(x), 4096):
+        x[i] = 1
+    return x
+"""
+
+
+def test_block_in_a_big_process_reports_the_process_peak_during_the_block(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    proc = run_python(
+        tmp_path,
+        HWM
+        + """
+import glia_otel
+spike = touch(700)  # the process peaks at 700 MiB before the block...
+held = touch(500)
+del spike           # ...and holds 500 MiB when it begins
+with glia_otel.track("alloc-20"):
+    extra = touch(20)
+    print(hwm())
+""",
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = int(proc.stdout)
+    (row,) = sql("SELECT peak_rss_bytes, peak_rss_method, attributes FROM spans")
+    assert row["peak_rss_method"] == "hwm-reset"
+    assert abs(row["peak_rss_bytes"] - seen) <= MIB, (row["peak_rss_bytes"], seen)
+    start = _attrs(row)["glia.memory.start_rss_bytes"]
+    assert 500 * MIB <= start < 560 * MIB  # the 500 MiB held, and the interpreter
+    assert abs(row["peak_rss_bytes"] - start - 20 * MIB) <= MIB  # the block's 20 MiB on top
+    assert row["peak_rss_bytes"] < 700 * MIB  # not the process's earlier peak
+
+
+def test_nested_blocks_each_report_their_own_peak_against_vmhwm(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
+    proc = run_python(
+        tmp_path,
+        HWM
+        + """
+import glia_otel
+held = touch(100)
+with glia_otel.track("outer"):
+    tmp = touch(80)
+    del tmp
+    before_inner = hwm()  # the outer block's peak so far: the inner block resets the mark next
+    with glia_otel.track("inner"):
+        small = touch(20)
+        inner_end = hwm()
+    del small
+    outer_end = hwm()
+print(before_inner, inner_end, outer_end)
+""",
+        client_env(receiver.url, tmp_path / "spool"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    before_inner, inner_end, outer_end = map(int, proc.stdout.split())
+    rows = {r["name"]: r for r in sql("SELECT name, peak_rss_bytes FROM spans")}
+    assert abs(rows["inner"]["peak_rss_bytes"] - inner_end) <= MIB, (rows["inner"], inner_end)
+    outer_expected = max(before_inner, inner_end, outer_end)
+    assert abs(rows["outer"]["peak_rss_bytes"] - outer_expected) <= MIB, (rows["outer"], outer_expected)
+    assert rows["outer"]["peak_rss_bytes"] >= 180 * MIB  # 100 held + 80 before the inner block
+    assert rows["inner"]["peak_rss_bytes"] < 150 * MIB  # 100 held + 20: the outer block's 80 is not the inner's
