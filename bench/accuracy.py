@@ -18,7 +18,7 @@ References. For one process: GNU time's %M (`/usr/bin/time -f '%M %e'`: the kern
 For the tree of processes alive at once (the tree and short-lived-child programs): the program's own account,
 the sum of every process's VmRSS read from /proc by the parent at the moment all of them hold their memory
 (recorded in the GNU time run); for a single process, the tree is that process and the reference is %M. For scale,
-the program also reports its private memory at that moment (USS: Private_Clean + Private_Dirty of smaps_rollup).
+the program also reports its anonymous memory at its peak (`Anonymous` in /proc/PID/smaps_rollup, summed).
 
 The tools:
   - glia: `glia run --attr ... -- CMD` sending to a real receiver (`glia serve` on a private embedded PostgreSQL in
@@ -94,21 +94,20 @@ def rss_kb(pid="self"):
     return 0
 
 
-def uss_kb(pid="self"):
-    # private memory: pages mapped by this process alone (Private_Clean + Private_Dirty)
-    total = 0
+def anon_kb(pid="self"):
+    # anonymous memory (heap, the bytearrays): what a cgroup is charged when the process first touches it
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    return total
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1])
+    return 0
 
 
 def report(pids):
     # the program's own account at its peak, when the bench asks for it (the GNU time run)
     path = os.environ.get("ACCURACY_REPORT")
     if path:
-        text = f"{sum(rss_kb(p) for p in pids)} {sum(uss_kb(p) for p in pids)}"
+        text = f"{sum(rss_kb(p) for p in pids)} {sum(anon_kb(p) for p in pids)}"
         with open(path, "w") as f:
             f.write(text)
 
@@ -216,10 +215,10 @@ def run_gnu_time(case: Case, work: Path, figures: Figures) -> None:
     max_kb, _elapsed = out.read_text().split()[-2:]
     figures.add("gnu-time", float(max_kb))
     if report.exists():
-        rss, uss = (float(v) for v in report.read_text().split())
+        rss, anon = (float(v) for v in report.read_text().split())
         if case.tree:
             figures.add("tree-ref", rss)
-        figures.add("uss", uss)
+        figures.add("anon", anon)
 
 
 def run_psutil(case: Case, figures: Figures) -> None:
@@ -480,7 +479,7 @@ def run_nextflow(lib: Path, all_cases: list[Case], work: Path, by_case: dict[str
 COLUMNS = [  # (column, heading, reference: "per-process" or "tree")
     ("gnu-time", "GNU time %M", None),
     ("tree-ref", "tree reference", None),
-    ("uss", "private (USS)", None),
+    ("anon", "anonymous", None),
     ("glia-max-rss", "glia max_rss_kb", "per-process"),
     ("glia-tree", "glia tree peak", "tree"),
     ("glia-child", "glia child_max_rss", "per-process"),
@@ -654,8 +653,8 @@ def measure(args: argparse.Namespace, tools: set[str], work: Path) -> None:
     print()
     print("References: per-process figures against GNU time's %M; tree figures (glia tree peak, psutil, Snakemake,")
     print("Nextflow) against the tree reference (the program's own sum of VmRSS while all its processes hold), which")
-    print("for a single process is %M. Private (USS): the program's own sum of Private_Clean + Private_Dirty")
-    print("(/proc/PID/smaps_rollup) at the same moment, for scale (not a reference): memory no other process shares.")
+    print("for a single process is %M. Anonymous: the program's own sum of `Anonymous` (/proc/PID/smaps_rollup) at")
+    print("its peak, for scale, not a reference: the memory its processes made rather than mapped from files.")
     allocated = [f"{c.label}: {c.allocated_kib:,} KiB" for c in all_cases if c.allocated_kib]
     if allocated:
         print("Allocated by the tree programs' children: " + "; ".join(allocated) + ".")
