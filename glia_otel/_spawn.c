@@ -185,6 +185,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < N_FORWARDED; i++) sigaddset(&waited, forwarded[i]);
     sigprocmask(SIG_BLOCK, &waited, NULL);
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* best effort: without it orphans go to init, as before */
+    signal(SIGPIPE, SIG_IGN); /* a glia that is gone makes a report fail, not this program, which still reaps */
 
     pid_t pid = fork();
     if (pid < 0) {
