@@ -21,10 +21,10 @@ else:
 
 USAGE = """usage: glia run [--name NAME] [--attr KEY=VALUE]... [--no-args] -- CMD [ARGS...]
 
-Run CMD and record it as one run (an OpenTelemetry span): wall and CPU time, the exact peak RSS of the child
-(wait4), the peak of the whole process tree (cgroup memory high-water mark, else sampled), I/O bytes and the
-exit code. stdin/stdout/stderr are left alone, SIGINT/SIGTERM/SIGHUP/SIGQUIT are forwarded, and glia exits
-with the command's exit code (128+N if a signal N ended it).
+Run CMD and record it as one run (an OpenTelemetry span): wall and CPU time, the peak RSS of its largest
+process (what GNU time's %M reports), the peak of the whole process tree (the cgroup's memory high-water mark,
+else sampled), I/O bytes and the exit code. stdin/stdout/stderr are left alone, SIGINT/SIGTERM/SIGHUP/SIGQUIT/
+SIGUSR1/SIGUSR2 are forwarded, and glia exits with the command's exit code (128+N if a signal N ended it).
 
 options:
   --name NAME        span name (default: the script or program name)
@@ -147,6 +147,87 @@ def _exec_result(read_fd: int) -> tuple[int | None, bool]:
     return (int(digits) if digits.isdigit() else None) if digits else None, joined
 
 
+def _start_spawner(spawner: str, cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
+    """Start glia's spawner (`_spawn.c`), which forks and execs the command; returns (its pid, its report's fd).
+
+    posix_spawn (vfork and exec in the C library) costs the same however large this process is, and the spawner
+    inherits the signal mask: the forwarded signals stay blocked there until it waits for them.
+    """
+    read_fd, write_fd = os.pipe()
+    try:
+        os.set_inheritable(write_fd, True)
+        join = "-"
+        if cgroup is not None:
+            join = os.path.join(cgroup.path, "tasks" if cgroup.version == 1 else "cgroup.procs")
+        pid = os.posix_spawn(spawner, [spawner, str(write_fd), join, "--", *cmd], env)
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return pid, read_fd
+
+
+class _Report:
+    """What the spawner wrote (the line formats are in `_spawn.c`)."""
+
+    __slots__ = ("buffer", "eof", "exec_errno", "fd", "joined", "live_io", "pid", "rusage", "status")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = b""
+        self.eof = False
+        self.pid: int | None = None
+        self.joined = True
+        self.exec_errno: int | None = None
+        self.live_io: tuple[int, int] | None = None
+        self.status: int | None = None
+        self.rusage: tuple[int, float, float] | None = None  # (maxrss KiB, user s, system s) of the whole tree
+
+    def read_until_pid(self) -> None:
+        """Block until the spawner has forked (a millisecond after its start) or ended."""
+        while self.pid is None and not self.eof:
+            self._read()
+
+    def read_to_end(self) -> None:
+        """Everything else, once the spawner has ended."""
+        while not self.eof:
+            self._read()
+        os.close(self.fd)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.fd, 4096)
+        except InterruptedError:
+            return
+        if not chunk:
+            self.eof = True
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            self._take(line.split())
+
+    def _take(self, words: list[bytes]) -> None:
+        try:
+            numbers = [int(w) for w in words[1:]]
+        except ValueError:
+            return
+        kind = words[0] if words else b""
+        if kind == b"P" and len(numbers) == 1:
+            self.pid = numbers[0]
+        elif kind == b"C":
+            self.joined = False
+        elif kind == b"E" and len(numbers) == 1:
+            self.exec_errno = numbers[0]
+        elif kind == b"O" and len(numbers) == 2:
+            self.live_io = (numbers[0], numbers[1])
+        elif kind == b"R" and len(numbers) == 6:
+            self.status = numbers[0]
+            # CPU from the spawner's RUSAGE_CHILDREN: the command's tree and the orphans it reaped, whereas the
+            # peak is the command's own wait4 figure (its largest process: GNU time's %M).
+            self.rusage = (numbers[1], numbers[4] / 1e6, numbers[5] / 1e6)
+
+
 def main(argv: list[str]) -> int:
     """`glia run`: run a command, record it, exit with its exit code."""
     try:
@@ -176,9 +257,11 @@ def main(argv: list[str]) -> int:
         except OSError as e:
             return _exec_failed(cmd[0], e.errno)
 
-    from . import _cgroup
+    from . import _cgroup, _spawner
     from ._measure import read_io, tree_rss
 
+    # Before the run's clocks start: on first use this builds the spawner (a compiler run, once per glia version).
+    spawner, spawner_problem = _spawner.find()
     inherited = parse_traceparent(os.environ.get("TRACEPARENT", ""))
     trace_id = inherited[0] if inherited else int.from_bytes(os.urandom(16), "big") or 1
     parent_span_id = inherited[1] if inherited else 0
@@ -193,7 +276,15 @@ def main(argv: list[str]) -> int:
     wall0 = time.time_ns()
     mono0 = time.monotonic_ns()
     try:
-        pid, exec_fd = _spawn(cmd, env, cgroup)
+        report: _Report | None = None
+        if spawner is not None:
+            try:
+                child, status_fd = _start_spawner(spawner, cmd, env, cgroup)
+                report = _Report(status_fd)
+            except (OSError, ValueError) as e:
+                spawner_problem = f"{spawner} cannot be executed ({getattr(e, 'strerror', None) or e})"
+        if report is None:
+            child, exec_fd = _spawn(cmd, env, cgroup)
     except OSError as e:
         # No process to spare for glia (EAGAIN, ENOMEM): the command matters more than its record.
         print(f"glia run: cannot fork ({e.strerror or e}); running the command untracked", file=sys.stderr)
@@ -214,6 +305,11 @@ def main(argv: list[str]) -> int:
 
         _export.resolve_ahead(settings.traces_endpoint)
 
+        # The process glia waits for and signals is `child`: the spawner, or the command itself without one.
+        pid = child
+        if report is not None:
+            report.read_until_pid()
+            pid = report.pid or child
         resource: dict[str, Any] | None = None
         try:
             resource = command_attributes(
@@ -233,10 +329,10 @@ def main(argv: list[str]) -> int:
         next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
         while True:
             try:
-                done_pid, status, rusage = os.wait4(pid, os.WNOHANG)
+                done_pid, status, rusage = os.wait4(child, os.WNOHANG)
             except ChildProcessError:
                 break
-            if done_pid == pid:
+            if done_pid == child:
                 break
             now = time.monotonic()
             if now >= flush_at:
@@ -249,19 +345,36 @@ def main(argv: list[str]) -> int:
             info = signal.sigtimedwait(blocked, timeout)
             if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
                 try:  # noqa: SIM105 - contextlib costs glia run's start-up
-                    os.kill(pid, info.si_signo)
+                    os.kill(child, info.si_signo)
                 except ProcessLookupError:
                     pass
             if cgroup is None and time.monotonic() >= next_sample:
                 try:  # noqa: SIM105 - contextlib costs glia run's start-up
-                    sampled_peak = max(sampled_peak, tree_rss(pid))
+                    # Under the spawner, its descendants: the command's tree and the orphans reparented to it.
+                    sampled_peak = max(sampled_peak, tree_rss(child, with_root=report is None))
                 except Exception:
                     pass
                 next_sample = time.monotonic() + _SAMPLE_INTERVAL_S
         mono1 = time.monotonic_ns()
 
+        usage: tuple[int, float, float, str] | None = None  # (peak RSS bytes, user s, system s, method)
+        live_io: tuple[int, int] | None = None
+        if report is not None:
+            report.read_to_end()
+            exec_errno, joined, live_io = report.exec_errno, report.joined, report.live_io
+            if report.status is not None and report.rusage is not None:
+                status = report.status
+                usage = (report.rusage[0] * 1024, report.rusage[1], report.rusage[2], "wait4")
+            else:
+                # The spawner itself was killed: the command may still run, its figures are unknown.
+                print(f"glia run: its spawner ended ({exit_code_of(status)}) before the command", file=sys.stderr)
+        else:
+            exec_errno, joined = _exec_result(exec_fd)
+            if rusage is not None:
+                usage = (int(rusage.ru_maxrss) * 1024, float(rusage.ru_utime), float(rusage.ru_stime), "wait4-python")
+            if cgroup is not None:
+                live_io = cgroup.live_io()
         code = exit_code_of(status)
-        exec_errno, joined = _exec_result(exec_fd)
         if not joined and cgroup is not None:
             cgroup.remove()
             cgroup = None
@@ -271,7 +384,9 @@ def main(argv: list[str]) -> int:
         # One exit deadline for everything that follows: the run first, then the samples with what remains.
         deadline = time.monotonic() + settings.export_deadline_s
         try:
-            attrs = _span_attributes(code, mono1 - mono0, rusage, cgroup, sampled_peak, io0, io1, custom)
+            attrs = _span_attributes(code, mono1 - mono0, usage, cgroup, sampled_peak, io0, io1, live_io, custom)
+            if spawner_problem:
+                attrs["glia.run.spawner_problem"] = spawner_problem
             if resource is None:
                 resource = {"service.name": os.path.basename(cmd[0])}
             _export_span(
@@ -350,41 +465,50 @@ def _which(program: str, env: dict[str, str]) -> str | None:
 def _span_attributes(
     code: int,
     wall_ns: int,
-    rusage: Any,
+    usage: tuple[int, float, float, str] | None,
     cgroup: Any,
     sampled_peak: int,
     io0: tuple[int, int] | None,
     io1: tuple[int, int] | None,
+    live_io: tuple[int, int] | None,
     custom: dict[str, str],
 ) -> dict[str, Any]:
+    """The run's attributes. Two memory figures, two names: `peak_rss` is the largest single process's peak (GNU
+    time's %M), `tree_peak` the whole tree's (a cgroup's charged-memory peak, else a sampled sum)."""
     attrs: dict[str, Any] = dict(custom)
     attrs["glia.run.kind"] = "command"
     attrs["process.exit.code"] = code
-    child_max = 0
-    if rusage is not None:
-        user, system = float(rusage.ru_utime), float(rusage.ru_stime)
+    peak = 0
+    if usage is not None:
+        peak, user, system, method = usage
         attrs["glia.cpu.user_seconds"] = user
         attrs["glia.cpu.system_seconds"] = system
         attrs["glia.cpu.percent"] = 100.0 * (user + system) / (wall_ns / 1e9) if wall_ns > 0 else 0.0
-        child_max = int(rusage.ru_maxrss) * 1024
-        attrs["glia.memory.child_max_rss_bytes"] = child_max
-    peak = cgroup.peak_bytes() if cgroup is not None else None
-    if peak is not None:
         attrs["glia.memory.peak_rss_bytes"] = peak
-        attrs["glia.memory.peak_rss_method"] = "cgroup"
+        attrs["glia.memory.peak_rss_method"] = method
+    tree = cgroup.peak_bytes() if cgroup is not None else None
+    if tree is not None:
+        attrs["glia.memory.tree_peak_bytes"] = tree
+        attrs["glia.memory.tree_peak_method"] = "cgroup"
         attrs["glia.memory.cgroup_version"] = cgroup.version
+        oom_kills = cgroup.oom_kills()
+        if oom_kills is not None:
+            attrs["glia.memory.oom_kills"] = oom_kills
     elif sampled_peak:
         # A sampled sum can miss a short spike; the tree's peak is never below its largest process's.
-        attrs["glia.memory.peak_rss_bytes"] = max(sampled_peak, child_max)
-        attrs["glia.memory.peak_rss_method"] = "sampled-tree"
-    else:
-        # Over before the first sample (or no cgroup after all): the child's own exact figure is all there is.
-        attrs["glia.memory.peak_rss_bytes"] = child_max
-        attrs["glia.memory.peak_rss_method"] = "wait4"
+        attrs["glia.memory.tree_peak_bytes"] = max(sampled_peak, peak)
+        attrs["glia.memory.tree_peak_method"] = "sampled-tree"
+    elif usage is not None:
+        # Over before the first sample, without a cgroup: the largest process's figure is all there is.
+        attrs["glia.memory.tree_peak_bytes"] = peak
+        attrs["glia.memory.tree_peak_method"] = usage[3]
     if io0 is not None and io1 is not None:
-        # A reaped child's I/O is added to its parent's counters, so glia's own delta is the tree's.
-        attrs["glia.io.read_bytes"] = max(0, io1[0] - io0[0])
-        attrs["glia.io.write_bytes"] = max(0, io1[1] - io0[1])
+        # A reaped process's I/O is added to its reaper's counters, and glia reaps the spawner, which reaps the
+        # command and the orphans of its tree: glia's own delta is theirs. Descendants still running when the command
+        # ended add what they did so far.
+        extra = live_io or (0, 0)
+        attrs["glia.io.read_bytes"] = max(0, io1[0] - io0[0]) + extra[0]
+        attrs["glia.io.write_bytes"] = max(0, io1[1] - io0[1]) + extra[1]
     return attrs
 
 

@@ -23,6 +23,7 @@ from tests.integration.test_client_track import client_env
 RUN_IMPORTS = frozenset(
     {
         "__future__",
+        "_sha256",  # the spawner's source hash, its name in the cache (the built-in module, not OpenSSL's hashlib)
         "_socket",
         "_struct",
         "errno",
@@ -35,7 +36,7 @@ RUN_IMPORTS = frozenset(
             f"glia_otel.{m}"
             for m in ("_cgroup", "_cli", "_config", "_deliver", "_export", "_log", "_measure", "_otlp", "_redact")
         ),
-        *(f"glia_otel.{m}" for m in ("_resource", "_run", "_spool", "_version")),
+        *(f"glia_otel.{m}" for m in ("_resource", "_run", "_spawner", "_spool", "_version")),
         "glia_otel",
     }
 )

@@ -52,11 +52,13 @@ def test_command_row(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None
     assert row["service_name"] == "sh"
     assert row["process_executable_name"] == "sh"
     assert row["process_command_args"][-2:] == ["--password", "[REDACTED]"]
-    assert row["peak_rss_method"] in ("cgroup", "sampled-tree", "wait4")
+    assert row["peak_rss_method"] in ("wait4", "wait4-python")
     assert row["peak_rss_bytes"] > 0
+    assert row["tree_peak_method"] in ("cgroup", "sampled-tree", "wait4", "wait4-python")
+    assert row["tree_peak_bytes"] > 0
     attrs = _json(row["attributes"])
     assert attrs["sample"] == "S1"
-    assert attrs["glia.memory.child_max_rss_bytes"] > 0
+    assert "glia.memory.child_max_rss_bytes" not in attrs  # now peak_rss_bytes
     assert row["cpu_user_seconds"] is not None and row["io_read_bytes"] is not None
 
 
@@ -158,7 +160,9 @@ time.sleep({hold})
 
 
 @pytest.mark.slow
-def test_child_peak_matches_gnu_time_within_2_percent(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+def test_peak_and_tree_peak_match_gnu_time_within_2_percent(
+    tmp_path: Path, receiver: ReceiverServer, sql: Sql
+) -> None:
     need(os.access("/usr/bin/time", os.X_OK), "GNU time (/usr/bin/time, Debian package `time`) is not installed")
     prog = tmp_path / "alloc.py"
     prog.write_text(ALLOC.format(mib=300, hold=0))
@@ -168,10 +172,10 @@ def test_child_peak_matches_gnu_time_within_2_percent(tmp_path: Path, receiver: 
     gnu_bytes = int(found[1]) * 1024
     env = client_env(receiver.url, tmp_path / "spool")
     assert glia_run(["--", sys.executable, str(prog)], env).returncode == 0
-    (row,) = sql("SELECT peak_rss_bytes, peak_rss_method, attributes FROM spans")
-    child = _json(row["attributes"])["glia.memory.child_max_rss_bytes"]
-    assert abs(child - gnu_bytes) / gnu_bytes < 0.02, (child, gnu_bytes)
+    (row,) = sql("SELECT peak_rss_bytes, tree_peak_bytes FROM spans")
     assert abs(row["peak_rss_bytes"] - gnu_bytes) / gnu_bytes < 0.02, (row, gnu_bytes)
+    # one process: its tree's peak is its own, give or take the shared pages a cgroup does not charge
+    assert abs(row["tree_peak_bytes"] - gnu_bytes) / gnu_bytes < 0.04, (row, gnu_bytes)
 
 
 TREE = """
@@ -186,21 +190,22 @@ for p in procs:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("use_cgroup", ["true", "false"])
-def test_tree_of_three_children_reports_at_least_300_mib(
+def test_tree_of_three_children_reports_about_300_mib(
     tmp_path: Path, receiver: ReceiverServer, sql: Sql, use_cgroup: str
 ) -> None:
     prog = tmp_path / "tree.py"
     prog.write_text(TREE)
     env = client_env(receiver.url, tmp_path / "spool", GLIA_CGROUP=use_cgroup)
     assert glia_run(["--", sys.executable, str(prog)], env).returncode == 0
-    (row,) = sql("SELECT peak_rss_bytes, peak_rss_method, attributes FROM spans")
-    assert row["peak_rss_bytes"] >= 300 * MIB, row
-    child = _json(row["attributes"])["glia.memory.child_max_rss_bytes"]
-    assert child < 200 * MIB  # wait4 alone sees one process: the reason the tree figure exists
+    (row,) = sql("SELECT peak_rss_bytes, tree_peak_bytes, tree_peak_method FROM spans")
+    # three children of 100 MiB and four interpreters (about 10 MiB each, less where a cgroup charges no shared page)
+    assert 300 * MIB <= row["tree_peak_bytes"] <= 360 * MIB, row
+    # the largest single process: one child
+    assert 100 * MIB <= row["peak_rss_bytes"] < 130 * MIB, row
     if use_cgroup == "false":
-        assert row["peak_rss_method"] == "sampled-tree"
+        assert row["tree_peak_method"] == "sampled-tree"
     elif Path("/sys/fs/cgroup").exists() and os.geteuid() == 0:
-        assert row["peak_rss_method"] == "cgroup"
+        assert row["tree_peak_method"] == "cgroup"
 
 
 def test_cpu_of_a_command_matches_getrusage(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
