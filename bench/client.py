@@ -8,8 +8,11 @@
    default. Target: at most 25 ms added.
 3. Exit delay and loss with the endpoint down or hung: glia vs the stock SDK (BatchSpanProcessor + OTLPSpanExporter).
 4. Per-run overhead of `with glia_otel.track():` inside a process, export excluded (median of 10,000).
+5. The cost of process sampling: CPU time (user + system, from wait4) of a 60 s `sleep` under `glia run` and of a
+   script sleeping 60 s in one tracked block, sampling on (the default ramp) vs off (`OTEL_METRICS_EXPORTER=none`),
+   whole processes, imports included. Target: at most 1% of one core over the run.
 
-    uv run python bench/client.py [--quick] [--endpoint URL] [--parts 1234]
+    uv run python bench/client.py [--quick] [--endpoint URL] [--parts 12345]
 
 Whole processes are timed from the outside (start to reap), A and B in turn (A B A B ...) so drift in the machine's
 speed hits both; the figure is the median, the delta is median(A) - median(B). Endpoints: "up" is a local HTTP
@@ -345,11 +348,62 @@ def part4(n: int) -> None:
     print(f"  target <= 100 us: glia median {results['glia'][0]:.1f} us ({results['glia'][0] / 100:.2f} of the budget)")
 
 
+SLEEPING_BLOCK = """
+import sys, time
+import glia_otel
+with glia_otel.track("sleeping"):
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+def cpu_of(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def part5(seconds: float, reps: int) -> None:
+    print(f"## 5. Process sampling: CPU time of a {seconds:.0f} s sleep, sampling on vs off (median of {reps})")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from glia_otel._metrics import next_offset
+
+    samples, offset = 0, next_offset(0, 0.0, None)
+    while offset is not None and offset <= seconds:
+        samples += 1
+        offset = next_offset(samples, offset, None)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "block.py").write_text(textwrap.dedent(SLEEPING_BLOCK))
+        url = stub_endpoint()
+        on = env_for(url, d / "spool")
+        off = env_for(url, d / "spool", OTEL_METRICS_EXPORTER="none")
+        cases = {
+            "glia run -- sleep": [GLIA, "run", "--", "sleep", str(seconds)],
+            "one tracked block sleeping": [sys.executable, str(d / "block.py"), str(seconds)],
+        }
+        # All at once: they sleep, so they barely compete, and the whole part takes one run's time.
+        procs = {(label, mode, i): cpu_of(cmd, env) for label, cmd in cases.items()
+                 for mode, env in (("on", on), ("off", off)) for i in range(reps)}  # fmt: skip
+        cpu: dict[tuple[str, str], list[float]] = {}
+        for (label, mode, _), proc in procs.items():
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            cpu.setdefault((label, mode), []).append(usage.ru_utime + usage.ru_stime)
+    print(f"  {samples} samples in {seconds:.0f} s with the default ramp (4 points each, plus the zero point)")
+    budget_ms = 0.01 * seconds * 1000
+    for label in cases:
+        a, b = statistics.median(cpu[(label, "on")]), statistics.median(cpu[(label, "off")])
+        added = (a - b) * 1000
+        print(
+            f"  {label:<30} sampling on {a * 1000:7.1f} ms   off {b * 1000:7.1f} ms   {added:+6.1f} ms CPU "
+            f"= {100 * (a - b) / seconds:.3f}% of one core   target <= {budget_ms:.0f} ms (1%): "
+            f"{'met' if added <= budget_ms else 'NOT met'}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--endpoint", help="a real receiver's base URL to add to parts 1 and 2")
-    parser.add_argument("--parts", default="1234")
+    parser.add_argument("--parts", default="12345")
     args = parser.parse_args()
     load = os.getloadavg()
     print(
@@ -370,6 +424,8 @@ def main() -> None:
             part3(reps=5 if args.quick else 15, stock_reps=1 if args.quick else 3)
         if "4" in args.parts:
             part4(2000 if args.quick else 10_000)
+        if "5" in args.parts:
+            part5(20.0 if args.quick else 60.0, 3)
     finally:
         for stub in _stubs:
             stub.kill()

@@ -17,7 +17,6 @@ DEFAULT_ENDPOINT = "http://localhost:4318"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_EXPORT_DEADLINE_S = 0.25
 DEFAULT_SPOOL_MAX_BYTES = 100 * 1024 * 1024
-DEFAULT_METRICS_INTERVAL_S = 10.0
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -45,7 +44,7 @@ class Settings:
     disabled: bool = False
     record_args: bool = True
     metrics_enabled: bool = True
-    metrics_interval_s: float = DEFAULT_METRICS_INTERVAL_S
+    metrics_interval_s: float | None = None  # OTEL_METRIC_EXPORT_INTERVAL; None: the sampling ramp (_metrics.py)
     use_cgroup: bool = True
 
     def __init__(self, **values: object) -> None:
@@ -280,12 +279,13 @@ def load_settings(
     if metrics is None:
         exporter = env.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower()
         metrics = exporter != "none"
+    interval_s: float | None
     if metrics_interval_ms is not None:
         interval_s = parse_timeout_ms("metrics_interval_ms", str(metrics_interval_ms))
     elif env.get("OTEL_METRIC_EXPORT_INTERVAL", "").strip():
         interval_s = parse_timeout_ms("OTEL_METRIC_EXPORT_INTERVAL", env["OTEL_METRIC_EXPORT_INTERVAL"])
     else:
-        interval_s = DEFAULT_METRICS_INTERVAL_S
+        interval_s = None
 
     return Settings(
         traces_endpoint=_endpoint(env, "TRACES", "/v1/traces", endpoint),

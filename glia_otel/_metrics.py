@@ -1,281 +1,566 @@
-"""Periodic process samples for long runs (`process.memory.usage`, `process.cpu.time`, ...) to `/v1/metrics`.
+"""Process samples of runs over time (memory, CPU time, threads), posted to `/v1/metrics` as OTLP metrics.
 
-Sampling starts only once a run has lasted one interval (`OTEL_METRIC_EXPORT_INTERVAL`, glia default 10 s), so
-short blocks never pay for it (the metrics SDK is imported only then). The points share the run's resource
-(`service.instance.id`), which links them to the process's runs; their timestamps place them inside a run's span.
-`OTEL_METRICS_EXPORTER=none` or `configure(metrics=False)` turns sampling off.
+When (the ramp, after Nextflow's, which polls a task every 1 s for its first 10 samples, then every 5 s, then every
+30 s): a run is first sampled 1 s after it began, then every second up to its 10th sample, every 5 s up to its 120th
+(9 min 20 s in), every 30 s after that, and once the run is half an hour old, every 1/60 of its age, so that each
+doubling of a run's length adds at most 42 samples. `MAX_SAMPLES` (1,000) bounds a run however long it lasts.
+`OTEL_METRIC_EXPORT_INTERVAL` (or `configure(metrics_interval_ms=)`) fixes the interval instead of the ramp, for the
+first `FIXED_SAMPLES` samples; past them the 1/60 rule holds there too. A run that ends before its first sample sends
+none, and nothing of this module runs for it (`glia run` does not even import it).
 
-`ProcessSampling` samples a Python process (owned by `_track`'s configured state), `CommandSampler` the process tree of
-a `glia run` command; both deliver through one `_Delivery`.
+What: `process.memory.usage` (RSS, bytes), `process.cpu.time` (CPU seconds since the run began, `type` user and
+system, with a zero point at the run's start so that the first interval has a rate too) and `process.thread.count`,
+all cumulative Sums as the semantic conventions have them. Each point carries `glia.trace_id`/`glia.span_id` of the
+run, and the resource is the run's (`service.instance.id`). Read from `/proc` (one file per process and sample),
+psutil only where there is no `/proc`; encoded by `_otlp_metrics.py`, never the metrics SDK.
+
+Where to: samples are posted in batches, when the oldest is 10 s old (or one fixed interval), when the run ends and
+at exit, from a thread of their own (`_Poster`), through `_deliver.send`, so they spool like runs.
+
+`ProcessSampling` samples a Python process for its `track` runs (owned by `_track`'s configured state, run by one
+thread of its own); `CommandSampler` the process tree of a `glia run` command, driven by glia run's wait loop.
 """
 
 from __future__ import annotations
 
-import threading
+import _thread
+import os
+import resource
 import time
 
-from ._config import Settings
 from ._deliver import send, spool_body
 from ._log import warn_once
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    import threading
+    from collections.abc import Callable, Mapping
     from typing import Any
 
+    from ._config import Settings
+
     RunIds = tuple[str, str]
+    # (start_ns, time_ns, trace_id, span_id, rss bytes, user s, system s, threads); None where it was not read
+    Sample = tuple[int, int, str, str, int | None, float | None, float | None, int | None]
+    Reading = tuple[int, float, float, int]  # rss, user, system, threads
 
-PROCESS_METRICS: dict[str, list[str] | None] = {
-    "process.memory.usage": None,
-    "process.memory.virtual": None,
-    "process.cpu.time": ["user", "system"],
-    "process.cpu.utilization": ["user", "system"],
-    "process.disk.io": ["read", "write"],
-    "process.thread.count": None,
-}
-_EXIT_MARGIN_S = 0.03  # spool before the reader's join gives up on the exporting thread
+FIRST_SAMPLE_S = 1.0  # glia run's wait loop has its own copy (importing this module would cost every command)
+RAMP = ((10, 1.0), (120, 5.0))  # (samples taken before, interval in s), then LATE_INTERVAL_S
+LATE_INTERVAL_S = 30.0
+SPREAD = 60  # past the ramp, samples are at least 1/SPREAD of the run's age apart
+MAX_SAMPLES = 1000
+FIXED_SAMPLES = 500
+FLUSH_S = 10.0  # a batch is posted when its oldest sample is this old (one fixed interval when one is set)
+_MIN_LAST_INTERVAL_NS = 500_000_000
+_EXIT_MARGIN_S = 0.01  # spool what is in flight just before the deadline, not after it
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PROC = os.path.isdir("/proc/self")
 
 
-class _Delivery:
-    """Where a metric reader's exports go: posted with `send`, each point linked to a run; at exit, what is still
-    being posted when the deadline passes is spooled."""
+def next_offset(taken: int, last: float, fixed: float | None) -> float | None:
+    """When the next sample is due, in seconds since the run began, after `taken` samples of which the last was due
+    at `last` (0 before the first); None once the run has `MAX_SAMPLES`."""
+    if taken >= MAX_SAMPLES:
+        return None
+    if fixed is not None:
+        step = fixed if taken < FIXED_SAMPLES else max(fixed, last / SPREAD)
+    else:
+        for upto, interval in RAMP:
+            if taken < upto:
+                step = interval
+                break
+        else:
+            step = max(LATE_INTERVAL_S, last / SPREAD)
+    return last + step
 
-    def __init__(self, settings: Settings, link: Callable[[], RunIds | None]) -> None:
-        self.settings = settings
-        self._link = link
-        self._lock = threading.Lock()
-        self._exit_deadline: float | None = None  # while stopping: when the last points must be delivered or spooled
-        self._inflight: dict[int, bytes] = {}
 
-    def export(self, request: Any) -> bool:
-        """Link, serialize and send one `ExportMetricsServiceRequest`; True if delivered."""
-        ids = self._link()
-        if ids is not None:
-            link_points(request, *ids)
-        body: bytes = request.SerializeToString()
-        deadline = self._exit_deadline
-        key = id(body)
-        with self._lock:
-            self._inflight[key] = body
+class _Timeline:
+    """The sampling schedule of one run (in a process: of one stretch of overlapping runs)."""
+
+    __slots__ = ("fixed", "next", "start_mono", "start_ns", "taken")
+
+    def __init__(self, start_ns: int, start_mono: float, fixed: float | None) -> None:
+        self.start_ns = start_ns
+        self.start_mono = start_mono
+        self.fixed = fixed
+        self.taken = 0
+        self.next = next_offset(0, 0.0, fixed)  # when the next sample is due, in s since the start; None: no more
+
+    @property
+    def due(self) -> float:
+        """The monotonic time the next sample is due (inf: no more)."""
+        return float("inf") if self.next is None else self.start_mono + self.next
+
+    def advance(self, now: float) -> None:
+        """One sample taken: the next is due at the schedule's next slot after `now` (late slots are skipped)."""
+        self.taken += 1
+        offset = self.next
+        while offset is not None and self.start_mono + offset <= now:
+            offset = next_offset(self.taken, offset, self.fixed)
+        self.next = offset
+
+
+# --- reading ------------------------------------------------------------------------------------------------------
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _stat(data: bytes) -> list[bytes]:
+    """The fields of a `/proc/<pid>/stat` after the command name (which may hold spaces): [0] is the state."""
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def read_tree(root: int, with_root: bool = True) -> Reading | None:
+    """(RSS, user s, system s, threads) summed over `root` and its descendants; None if `root` is gone.
+
+    CPU is each live process's own time plus what it has reaped (`cutime`/`cstime`), so a descendant that ended is
+    still counted, once, in its parent. One `/proc/<pid>/stat` per process gives all four. Without the root (glia
+    run's spawner), the root adds only what it reaped.
+    """
+    if not _PROC:
+        return _read_tree_psutil(root, with_root)
+    from ._measure import tree_pids
+
+    rss = threads = 0
+    user = system = 0
+    found = False
+    for pid in tree_pids(root):
+        data = _read(f"/proc/{pid}/stat")
+        if data is None:
+            continue  # ended meanwhile
+        f = _stat(data)
+        if len(f) < 22:
+            continue
+        found = True
+        user += int(f[13])
+        system += int(f[14])
+        if pid != root or with_root:
+            user += int(f[11])
+            system += int(f[12])
+            threads += int(f[17])
+            rss += int(f[21])
+    if not found:
+        return None
+    return rss * _PAGE, user / _TICK, system / _TICK, threads
+
+
+def _read_tree_psutil(root: int, with_root: bool) -> Reading | None:
+    import psutil
+
+    try:
+        top = psutil.Process(root)
+        procs = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return None
+    rss = threads = 0
+    user = system = 0.0
+    for p in procs:
         try:
-            return send(self.settings, "metrics", body, None if deadline is None else deadline - _EXIT_MARGIN_S)
-        finally:
-            with self._lock:
-                self._inflight.pop(key, None)
+            with p.oneshot():
+                cpu = p.cpu_times()
+                user += cpu.children_user
+                system += cpu.children_system
+                if p is not top or with_root:
+                    user += cpu.user
+                    system += cpu.system
+                    rss += p.memory_info().rss
+                    threads += p.num_threads()
+        except psutil.Error:
+            continue
+    return rss, user, system, threads
 
-    def exporter(self) -> Any:
-        """An SDK `MetricExporter` that hands its exports to this delivery."""
-        from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
-        from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
-        delivery = self
+class _SelfReader:
+    """This process's RSS and threads from one `pread` of `/proc/self/stat` (kept open; reopened after a fork),
+    its CPU time from `getrusage`, which counts every thread to the microsecond."""
 
-        class GliaMetricExporter(MetricExporter):
-            """Posts metric requests; spools them when the endpoint is down."""
+    def __init__(self) -> None:
+        self._pid = -1
+        self._fd = -1
 
-            def export(
-                self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-            ) -> MetricExportResult:
+    def read(self) -> tuple[int, int, float, float]:
+        """(RSS, threads, user s, system s) of this process since it started."""
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        rss = threads = 0
+        if _PROC:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
                 try:
-                    ok = delivery.export(encode_metrics(metrics_data))
-                except Exception as e:
-                    warn_once("metrics-export", "metric export failed: %s: %s", type(e).__name__, e)
-                    return MetricExportResult.FAILURE
-                return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
+                    self._fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError:
+                    self._fd = -1
+            try:
+                f = _stat(os.pread(self._fd, 4096, 0)) if self._fd >= 0 else []
+            except OSError:
+                f = []
+            if len(f) >= 22:
+                rss, threads = int(f[21]) * _PAGE, int(f[17])
+        else:
+            import psutil
 
-            def force_flush(self, timeout_millis: float = 10_000) -> bool:
-                return True
-
-            def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-                return None
-
-        return GliaMetricExporter()
-
-    def stop(self, provider: Any, deadline: float) -> None:
-        """Shut a MeterProvider down by `deadline`, spooling what its last export could not deliver in time."""
-        self._exit_deadline = deadline
-        try:
-            provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
-        except Exception as e:
-            warn_once("metrics-shutdown", "could not stop process sampling: %s: %s", type(e).__name__, e)
-        finally:
-            with self._lock:
-                left = list(self._inflight.values())
-                self._inflight.clear()
-            self._exit_deadline = None
-        for body in left:
-            spool_body(self.settings, "metrics", body)
+            me = psutil.Process()
+            rss, threads = int(me.memory_info().rss), int(me.num_threads())
+        return rss, threads, ru.ru_utime, ru.ru_stime
 
 
-def link_points(request: Any, trace_id: str, span_id: str) -> None:
-    """Add `glia.trace_id`/`glia.span_id` (the run the samples belong to) to every data point."""
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+# --- encoding and posting -----------------------------------------------------------------------------------------
 
-    extra = [
-        KeyValue(key="glia.trace_id", value=AnyValue(string_value=trace_id)),
-        KeyValue(key="glia.span_id", value=AnyValue(string_value=span_id)),
+
+def encode_samples(resource: Mapping[str, Any], samples: list[Sample], extra: Mapping[str, Any]) -> bytes:
+    """An ExportMetricsServiceRequest of these samples, each point with `extra` and the run's ids."""
+    from ._otlp_metrics import SumMetric, encode_metrics_request
+    from ._version import __version__
+
+    memory: list[Any] = []
+    cpu: list[Any] = []
+    threads: list[Any] = []
+    for start, at, trace_id, span_id, rss, user, system, count in samples:
+        link = {**extra, "glia.trace_id": trace_id, "glia.span_id": span_id}
+        if rss is not None:
+            memory.append((start, at, link, rss))
+        if user is not None and system is not None:
+            cpu.append((start, at, {**link, "type": "user"}, user))
+            cpu.append((start, at, {**link, "type": "system"}, system))
+        if count is not None:
+            threads.append((start, at, link, count))
+    metrics = [
+        SumMetric("process.memory.usage", "By", "resident memory (RSS)", False, memory),
+        SumMetric("process.cpu.time", "s", "CPU seconds since the run began", True, cpu),
+        SumMetric("process.thread.count", "{thread}", "threads", False, threads),
     ]
-    for rm in request.resource_metrics:
-        for sm in rm.scope_metrics:
-            for metric in sm.metrics:
-                kind = metric.WhichOneof("data")
-                if kind is None:
+    return encode_metrics_request(resource, "glia_otel", __version__, metrics)
+
+
+class _Poster:
+    """Posts batches from a thread of its own, one at a time, so that neither the user's code nor glia run's wait
+    loop waits for the endpoint. `take` gives the next body that is due (None: nothing is).
+
+    A raw `_thread`: it never imports `threading` (see docs/client.md), and `glia run` ends with `os._exit`."""
+
+    def __init__(self, settings: Settings, take: Callable[[bool], bytes | None]) -> None:
+        self.settings = settings
+        self._take = take
+        self._flag = _thread.allocate_lock()
+        self._running = False
+        self._again = False
+        self._done = _thread.allocate_lock()  # held while the thread runs
+        self._inflight: bytes | None = None
+
+    def kick(self) -> None:
+        """A batch is due: post it (and whatever becomes due meanwhile) in the background."""
+        with self._flag:
+            if self._running:
+                self._again = True
+                return
+            self._running = True
+            self._done.acquire()
+        try:
+            _thread.start_new_thread(self._loop, ())
+        except Exception as e:  # no thread to spare: the batch goes with the last one
+            warn_once("metrics-thread", "could not start posting process samples: %s: %s", type(e).__name__, e)
+            with self._flag:
+                self._running = False
+            self._done.release()
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                try:
+                    body = self._take(False)
+                except Exception as e:
+                    warn_once("metrics-encode", "could not encode process samples: %s: %s", type(e).__name__, e)
+                    body = None
+                if body is None:
+                    with self._flag:
+                        if not self._again:
+                            self._running = False
+                            return
+                        self._again = False
                     continue
-                for point in getattr(metric, kind).data_points:
-                    point.attributes.extend(extra)
+                self._inflight = body
+                try:
+                    send(self.settings, "metrics", body)
+                finally:
+                    self._inflight = None
+        finally:
+            self._done.release()
+
+    def close(self, deadline: float) -> None:
+        """Post what is left by `deadline` from this thread; spool what the background post has not finished by
+        then (should it finish later, the receiver stores its points once)."""
+        try:
+            body = self._take(True)
+        except Exception as e:
+            warn_once("metrics-encode", "could not encode process samples: %s: %s", type(e).__name__, e)
+            body = None
+        if body is not None:
+            send(self.settings, "metrics", body, deadline - _EXIT_MARGIN_S)
+        if self._done.acquire(True, max(0.0, deadline - _EXIT_MARGIN_S - time.monotonic())):
+            self._done.release()
+            return
+        left = self._inflight
+        if left is not None:
+            spool_body(self.settings, "metrics", left)
+
+
+# --- a Python process -------------------------------------------------------------------------------------------
 
 
 class ProcessSampling:
-    """Samples of this Python process, started once a run has lasted one interval and kept until exit."""
+    """Samples of this Python process while `track` runs are in progress, linked to the outermost one.
+
+    A run's start costs a lock and an append; the first one also starts the sampling thread, which then sleeps until
+    a sample is due. When the last run in progress ends, a last sample is taken (if the runs were sampled at all) and
+    the batch is posted."""
 
     def __init__(self, settings: Settings, resource: Mapping[str, Any]) -> None:
-        self._lock = threading.Lock()
+        import threading
+
         self._settings = settings
         self._resource = dict(resource)
-        self._runs: list[RunIds] = []  # the runs in progress, oldest first: points are linked to the outermost one
-        self._timer: threading.Timer | None = None
-        self._provider: Any = None
-        self._instrumentor: Any = None
-        self._delivery: _Delivery | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._runs: list[RunIds] = []  # the runs in progress, oldest first: samples are linked to the outermost one
+        self._timeline: _Timeline | None = None  # while runs are in progress
+        self._cpu0 = (0.0, 0.0)
+        self._pending: list[Sample] = []
+        self._sampled = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._reader = _SelfReader()
+        self._poster = _Poster(settings, self._take)
 
     def reconfigure(self, settings: Settings, resource: Mapping[str, Any]) -> None:
-        """Use these settings and this resource when sampling starts."""
+        """Use these settings and this resource for the samples from now on."""
         with self._lock:
             self._settings = settings
             self._resource = dict(resource)
+            self._poster.settings = settings
 
-    def run_started(self, ids: RunIds) -> None:
-        """A run began: arm the timer that starts sampling if runs are still going one interval later."""
+    def run_started(self, ids: RunIds, start_ns: int) -> None:
+        """A run began at `start_ns`: with none other in progress, its schedule starts now."""
+        import threading
+
         with self._lock:
             self._runs.append(ids)
-            if not self._settings.metrics_enabled or self._provider is not None or self._timer is not None:
+            if self._timeline is not None or self._closed:
                 return
-            timer = self._timer = threading.Timer(self._settings.metrics_interval_s, lambda: self._start(timer))
-            timer.daemon = True
-            timer.name = "glia-metrics-start"
-            timer.start()
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            self._cpu0 = (ru.ru_utime, ru.ru_stime)
+            self._timeline = _Timeline(start_ns, time.monotonic(), self._settings.metrics_interval_s)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="glia-sampler", daemon=True)
+                self._thread.start()
+            else:
+                self._wake.notify()
 
-    def run_ended(self, ids: RunIds) -> None:
-        """A run ended: with none left and sampling not yet started, disarm the timer."""
+    def run_ended(self, ids: RunIds, end_ns: int) -> None:
+        """A run ended at `end_ns`: with none left, a last sample if the runs were sampled, and the batch is
+        posted."""
         with self._lock:
             if ids in self._runs:
                 self._runs.remove(ids)
-            if not self._runs and self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            timeline = self._timeline
+            if self._runs or timeline is None:
+                return
+            self._timeline = None
+            if timeline.taken == 0:
+                return  # over before its first sample: nothing is sent
+            # A sample the thread took between the run's end and this call would lie outside the run.
+            self._pending = [p for p in self._pending if p[1] <= end_ns or p[0] != timeline.start_ns]
+            self._pending.append(self._sample(timeline, ids, end_ns))
+        self._poster.kick()
 
     def is_sampling(self) -> bool:
-        """Whether process samples are being exported."""
-        return self._provider is not None
+        """Whether this process has sampled a run (since it started or forked)."""
+        return self._sampled
 
-    def _outermost(self) -> RunIds | None:
+    def _sample(self, timeline: _Timeline, ids: RunIds, at_ns: int | None = None) -> Sample:
+        rss, threads, user, system = self._reader.read()
+        u0, s0 = self._cpu0
+        at = time.time_ns() if at_ns is None else at_ns
+        return (timeline.start_ns, at, *ids, rss, max(0.0, user - u0), max(0.0, system - s0), threads)
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                if self._closed:
+                    return
+                timeline = self._timeline
+                if timeline is None or timeline.due == float("inf"):
+                    self._wake.wait()
+                    continue
+                delay = timeline.due - time.monotonic()
+                if delay > 0:
+                    self._wake.wait(delay)
+                    continue
+                if not self._runs:
+                    continue
+                ids = self._runs[0]
+                try:
+                    if timeline.taken == 0:  # the zero point: CPU counts from the run's start
+                        self._pending.append((timeline.start_ns, timeline.start_ns, *ids, None, 0.0, 0.0, None))
+                    self._pending.append(self._sample(timeline, ids))
+                    self._sampled = True
+                except Exception as e:
+                    warn_once("metrics-sample", "could not sample this process: %s: %s", type(e).__name__, e)
+                timeline.advance(time.monotonic())
+                due = self._due_locked()
+            if due:
+                self._poster.kick()
+
+    def _due_locked(self) -> bool:
+        if not self._pending:
+            return False
+        if self._timeline is None:
+            return True
+        flush_ns = 1e9 * (self._settings.metrics_interval_s or FLUSH_S)
+        return time.time_ns() - self._pending[0][1] >= flush_ns
+
+    def _take(self, final: bool) -> bytes | None:
         with self._lock:
-            return self._runs[0] if self._runs else None
-
-    def _start(self, timer: threading.Timer) -> None:
-        with self._lock:
-            if self._timer is not timer:
-                return  # cancelled, or replaced after a fork
-            self._timer = None
-            settings, resource = self._settings, self._resource
-            if not self._runs or self._provider is not None:
-                return
-        try:
-            from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
-            from opentelemetry.sdk.metrics import MeterProvider
-            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-            from opentelemetry.sdk.resources import Resource
-
-            delivery = _Delivery(settings, self._outermost)
-            reader = PeriodicExportingMetricReader(
-                delivery.exporter(), export_interval_millis=settings.metrics_interval_s * 1000
-            )
-            provider = MeterProvider(resource=Resource(resource), metric_readers=[reader], shutdown_on_exit=False)
-            instrumentor = SystemMetricsInstrumentor(config=PROCESS_METRICS)
-            instrumentor.instrument(meter_provider=provider)
-            with self._lock:
-                self._provider, self._instrumentor, self._delivery = provider, instrumentor, delivery
-            provider.force_flush()  # a first point now, not one interval later
-        except Exception as e:
-            warn_once("metrics-start", "could not start process sampling: %s: %s", type(e).__name__, e)
+            if not (self._pending and (final or self._due_locked())):
+                return None
+            batch, self._pending = self._pending, []
+            resource = self._resource
+        return encode_samples(resource, batch, {})
 
     def shutdown(self, deadline: float) -> None:
-        """Stop sampling, exporting a last point by `deadline`; spool the rest."""
+        """At exit: a last sample of runs still in progress, then post what is left by `deadline`; spool the rest."""
         with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            provider, instrumentor, delivery = self._provider, self._instrumentor, self._delivery
-            self._provider = self._instrumentor = self._delivery = None
-        if provider is None or delivery is None:
-            return
-        try:
-            instrumentor.uninstrument()
-        except Exception as e:
-            warn_once("metrics-uninstrument", "could not stop process sampling: %s: %s", type(e).__name__, e)
-        delivery.stop(provider, deadline)
+            self._closed = True
+            timeline, self._timeline = self._timeline, None
+            if timeline is not None and timeline.taken > 0 and self._runs:
+                try:
+                    self._pending.append(self._sample(timeline, self._runs[0]))
+                except Exception as e:
+                    warn_once("metrics-sample", "could not sample this process: %s: %s", type(e).__name__, e)
+            self._wake.notify()
+        self._poster.close(deadline)
 
     def after_fork_in_child(self) -> None:
-        """A fresh lock, no timer, and the child's own pid and instance id on its samples."""
+        """The parent's runs, samples and threads are not the child's: start afresh, with the child's own pid and
+        instance id on its samples."""
+        import threading
+
         from ._resource import with_own_identity
 
         self._lock = threading.Lock()
-        self._timer = None
+        self._wake = threading.Condition(self._lock)
+        self._runs = []
+        self._timeline = None
+        self._pending = []
+        self._sampled = False
+        self._thread = None
         self._resource = with_own_identity(self._resource)
+        self._poster = _Poster(self._settings, self._take)
+
+
+# --- a command's process tree -------------------------------------------------------------------------------------
 
 
 class CommandSampler:
-    """Samples of a `glia run` command's process tree: `process.memory.usage` (RSS summed over the tree) and
-    `process.thread.count`, linked to the command's span. Started only once the command has run one interval."""
+    """Samples of a `glia run` command's process tree (`glia.scope=tree`), linked to the command's span. Its wait
+    loop calls `sample()` when one is due; `finish()` adds the exact CPU time from `wait4` and posts the rest."""
 
-    def __init__(self, settings: Settings, resource: Mapping[str, Any], pid: int, ids: RunIds) -> None:
-        from opentelemetry.metrics import CallbackOptions, Observation
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import Resource
-
-        from ._measure import tree_rss, tree_threads
-
+    def __init__(
+        self,
+        settings: Settings,
+        resource: Mapping[str, Any],
+        root: int,
+        with_root: bool,
+        ids: RunIds,
+        start_ns: int,
+        start_mono: float,
+    ) -> None:
         self._settings = settings
-        self._delivery = _Delivery(settings, lambda: ids)
+        self._resource = dict(resource)
+        self._root = root
+        self._with_root = with_root
+        self._ids = ids
+        self._lock = _thread.allocate_lock()
+        self._timeline = _Timeline(start_ns, start_mono, settings.metrics_interval_s)
+        # The zero point: the tree's CPU time is 0 when the command starts.
+        self._pending: list[Sample] = [(start_ns, start_ns, *ids, None, 0.0, 0.0, None)]
+        self._poster = _Poster(settings, self._take)
+        self._running = True
 
-        def memory(options: CallbackOptions) -> Iterable[Observation]:
-            total = tree_rss(pid)
-            return [Observation(total, {"glia.scope": "tree"})] if total else []
+    def sample(self) -> float:
+        """Sample the tree now; returns when the next sample is due (monotonic s; inf: no more). Never raises."""
+        try:
+            reading = read_tree(self._root, self._with_root)
+            now_ns = time.time_ns()
+            with self._lock:
+                if reading is not None and reading[0] > 0:  # RSS 0: the command has just ended (a zombie)
+                    rss, user, system, threads = reading
+                    self._pending.append((self._timeline.start_ns, now_ns, *self._ids, rss, user, system, threads))
+                self._timeline.advance(time.monotonic())
+                due = self._due_locked()
+            if due:
+                self._poster.kick()
+            return self._timeline.due
+        except Exception as e:
+            warn_once("metrics-sample", "could not sample the command: %s: %s", type(e).__name__, e)
+            return float("inf")
 
-        def threads(options: CallbackOptions) -> Iterable[Observation]:
-            count = tree_threads(pid)
-            return [Observation(count, {"glia.scope": "tree"})] if count else []
+    def _due_locked(self) -> bool:
+        if not self._pending or not self._running:
+            return bool(self._pending)
+        flush_ns = 1e9 * (self._settings.metrics_interval_s or FLUSH_S)
+        return time.time_ns() - self._pending[0][1] >= flush_ns
 
-        reader = PeriodicExportingMetricReader(
-            self._delivery.exporter(), export_interval_millis=settings.metrics_interval_s * 1000
-        )
-        self._provider = MeterProvider(
-            resource=Resource(dict(resource)), metric_readers=[reader], shutdown_on_exit=False
-        )
-        meter = self._provider.get_meter("glia_otel.run")
-        meter.create_observable_gauge(
-            "process.memory.usage", [memory], unit="By", description="RSS summed over the command's process tree"
-        )
-        meter.create_observable_gauge(
-            "process.thread.count",
-            [threads],
-            unit="{thread}",
-            description="threads summed over the command's process tree",
-        )
-        self._provider.force_flush()  # a first point now, not one interval later
+    def _take(self, final: bool) -> bytes | None:
+        with self._lock:
+            if not self._pending or not (final or self._due_locked()):
+                return None
+            batch, self._pending = self._pending, []
+        return encode_samples(self._resource, batch, {"glia.scope": "tree"})
 
-    def shutdown(self, deadline: float) -> None:
-        """Stop, exporting what was sampled by `deadline`; spool the rest."""
-        self._delivery.stop(self._provider, deadline)
+    def finish(self, end_ns: int, user: float | None, system: float | None, deadline: float) -> None:
+        """The command ended at `end_ns` having used `user`/`system` CPU seconds (from `wait4`): that last point,
+        then everything left posted by `deadline`, the rest spooled. Never raises."""
+        try:
+            with self._lock:
+                self._running = False
+                if user is not None and system is not None:
+                    last = self._pending[-1] if self._pending else None
+                    if last is not None and last[5] is not None and end_ns - last[1] < _MIN_LAST_INTERVAL_NS:
+                        # Sampled CPU is in clock ticks (10 ms) per process, the end's figure exact: over a few
+                        # hundredths of a second their difference is mostly rounding, so the last interval is
+                        # measured from the sample before.
+                        self._pending[-1] = (*last[:5], None, None, last[7])
+                    self._pending.append((self._timeline.start_ns, end_ns, *self._ids, None, user, system, None))
+            self._poster.close(deadline)
+        except Exception as e:
+            warn_once("metrics-finish", "could not send the command's samples: %s: %s", type(e).__name__, e)
 
 
 def start_command_sampling(
-    settings: Settings, resource: Mapping[str, Any], pid: int, ids: RunIds
+    settings: Settings,
+    resource: Mapping[str, Any],
+    root: int,
+    with_root: bool,
+    ids: RunIds,
+    start_ns: int,
+    start_mono: float,
 ) -> CommandSampler | None:
-    """Start sampling a command's tree; None (and one warning) if that cannot be done."""
+    """A sampler of the tree under `root` (with `root` itself or not), for the run `ids` that began at `start_ns`
+    (wall) / `start_mono` (monotonic s); None (and one warning) if that cannot be done."""
     try:
-        return CommandSampler(settings, resource, pid, ids)
+        return CommandSampler(settings, resource, root, with_root, ids, start_ns, start_mono)
     except Exception as e:
         warn_once("metrics-start", "could not start process sampling: %s: %s", type(e).__name__, e)
         return None

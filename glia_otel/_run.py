@@ -37,6 +37,7 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, sign
 _SI_KERNEL = 0x80  # si_code of signals the kernel (the terminal) sent: the child's process group got them too
 _SAMPLE_INTERVAL_S = 0.05
 _FLUSH_AFTER_S = 0.2
+_FIRST_SAMPLE_S = 1.0  # _metrics.FIRST_SAMPLE_S, the ramp's first step (a unit test keeps the two equal)
 
 
 class UsageError(Exception):
@@ -319,11 +320,11 @@ def main(argv: list[str]) -> int:
             print(f"glia run: could not describe the command: {type(e).__name__}: {e}", file=sys.stderr)
 
         # Resending the spool waits until the command has run a moment, and sampling the tree over time until it has
-        # run one metrics interval: a short command pays for neither.
+        # run a second (or one fixed interval): a short command pays for neither, not even the sampler's import.
         flush_at = time.monotonic() + _FLUSH_AFTER_S
-        metrics_at = time.monotonic() + settings.metrics_interval_s if settings.metrics_enabled else float("inf")
-        samplers: list[Any] = []
-        sampler_thread = None
+        first_sample = settings.metrics_interval_s or _FIRST_SAMPLE_S
+        metrics_at = mono0 / 1e9 + first_sample if settings.metrics_enabled else float("inf")
+        sampler: Any = None
         sampled_peak = 0
         status, rusage = 0, None
         next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
@@ -339,8 +340,9 @@ def main(argv: list[str]) -> int:
                 flush_at = float("inf")
                 _spool.start_background_flush(settings)
             if now >= metrics_at:
-                metrics_at = float("inf")
-                sampler_thread = _start_sampler(settings, resource, pid, trace_id, span_id, samplers)
+                if sampler is None:
+                    sampler = _start_sampler(settings, resource, child, report is None, trace_id, span_id, wall0, mono0)
+                metrics_at = sampler.sample() if sampler is not None else float("inf")
             timeout = min(1.0, max(0.0, next_sample - now), max(0.0, flush_at - now), max(0.0, metrics_at - now))
             info = signal.sigtimedwait(blocked, timeout)
             if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
@@ -404,10 +406,9 @@ def main(argv: list[str]) -> int:
             )
         except Exception as e:
             print(f"glia run: could not record the run: {type(e).__name__}: {e}", file=sys.stderr)
-        if sampler_thread is not None:
-            sampler_thread.join(timeout=max(0.0, deadline - time.monotonic()))
-            for sampler in samplers:
-                sampler.shutdown(deadline)
+        if sampler is not None:
+            # The last CPU point is the exact figure the span has; then the samples, with what remains of the deadline.
+            sampler.finish(wall0 + (mono1 - mono0), *(usage[1:3] if usage is not None else (None, None)), deadline)
         return code
     finally:
         # Signals stay blocked until the run is recorded and the cgroup removed: a SIGTERM or Ctrl-C that comes
@@ -422,23 +423,20 @@ def main(argv: list[str]) -> int:
 
 
 def _start_sampler(
-    settings: Any, resource: dict[str, Any] | None, pid: int, trace_id: int, span_id: int, out: list[Any]
+    settings: Any,
+    resource: dict[str, Any] | None,
+    root: int,
+    with_root: bool,
+    trace_id: int,
+    span_id: int,
+    wall0: int,
+    mono0: int,
 ) -> Any:
-    """Start sampling the command's tree in a thread (importing the metrics SDK takes a while)."""
-    import threading
-
+    """Sample the command's tree from now on (`_metrics` is imported only now: a short command never loads it)."""
     from . import _metrics
 
-    def start() -> None:
-        sampler = _metrics.start_command_sampling(
-            settings, resource or {}, pid, (f"{trace_id:032x}", f"{span_id:016x}")
-        )
-        if sampler is not None:
-            out.append(sampler)
-
-    thread = threading.Thread(target=start, name="glia-metrics-start", daemon=True)
-    thread.start()
-    return thread
+    ids = (f"{trace_id:032x}", f"{span_id:016x}")
+    return _metrics.start_command_sampling(settings, resource or {}, root, with_root, ids, wall0, mono0 / 1e9)
 
 
 def _exec_failed(program: str, errno_: int | None) -> int:

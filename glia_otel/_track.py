@@ -389,7 +389,7 @@ class Run:
             settings = state.settings
             if state.metrics is not None and tracer is not None and settings is not None and settings.metrics_enabled:
                 self._sampling = state.metrics
-                self._sampling.run_started((self.trace_id, self.span_id))
+                self._sampling.run_started((self.trace_id, self.span_id), self._wall0)
             self._usage = BlockUsage()
             self._usage.start()
             self._mono0 = time.monotonic_ns()
@@ -430,7 +430,7 @@ class Run:
             self._detach()
             if self._sampling is not None:
                 try:  # noqa: SIM105 - contextlib is not imported on this path
-                    self._sampling.run_ended(ids)
+                    self._sampling.run_ended(ids, self._wall0 + (mono1 - self._mono0))
                 except Exception:
                     pass
             try:
