@@ -116,8 +116,11 @@ function plot(title, points, { yFormat = String, xFormat = String, dots = false,
   };
   const wrap = el("div", { class: "plot" }, el("h3", {}, title));
   wrap.append(svg);
+  // what was drawn, for tests and for anyone reading the DOM: how many points, and the largest value
+  svg.setAttribute("data-points", String(points.length));
   if (!points.length) { add("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no data"); return wrap; }
   const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
+  svg.setAttribute("data-y-max", String(Math.max(...ys)));
   let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(0, ...ys), Math.max(...ys)];
   if (x1 === x0) x1 = x0 + 1;
   if (y1 === y0) y1 = y0 + 1;
@@ -133,11 +136,16 @@ function plot(title, points, { yFormat = String, xFormat = String, dots = false,
     points.forEach((p) => add("circle", { class: bad(p) ? "dot bad" : "dot", cx: sx(p.x), cy: sy(p.y), r: 3 }));
   } else {
     add("polyline", { class: "line", points: points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(" ") });
+    // a few samples (a short run) are marked one by one: a single one would otherwise draw nothing
+    if (points.length <= 60) points.forEach((p) => add("circle", { class: "vertex", cx: sx(p.x), cy: sy(p.y), r: 2 }));
   }
   return wrap;
 }
 
-// memory: process.memory.usage; CPU %: the slope of process.cpu.time summed over its types (user, system).
+// memory: process.memory.usage. CPU: process.cpu.time is cumulative CPU seconds (user and system, glia's points count
+// from the run's start, with a zero point there); its sum at each sample time, differenced between consecutive
+// samples and divided by the seconds between them, is the CPU use over that interval, drawn at the interval's end
+// (100% = one core busy). A fall in the sum (a counter reset, processes that left the tree) draws no point.
 function timelines(series, startMs) {
   const at = (p) => (Date.parse(p.time) - startMs) / 1000;
   const memory = series.filter((s) => s.name === "process.memory.usage")
@@ -151,7 +159,8 @@ function timelines(series, startMs) {
   const cpu = [];
   for (let i = 1; i < cum.length; i++) {
     const dt = cum[i][0] - cum[i - 1][0];
-    if (dt > 0) cpu.push({ x: cum[i][0], y: (100 * (cum[i][1] - cum[i - 1][1])) / dt });
+    const used = cum[i][1] - cum[i - 1][1];
+    if (dt > 0 && used >= 0) cpu.push({ x: cum[i][0], y: (100 * used) / dt });
   }
   return { memory, cpu };
 }
@@ -175,7 +184,7 @@ async function showRun(id) {
     for (const [k, v] of Object.entries(run.attributes)) attrs.append(el("dt", {}, k), el("dd", { class: "custom" }, JSON.stringify(v)));
     const plots = el("div", { class: "plots" },
       el("div", { id: "memory-plot" }, plot("memory over time (RSS)", memory, { yFormat: bytes, xFormat: seconds })),
-      el("div", { id: "cpu-plot" }, plot("CPU over time (%)", cpu, { yFormat: (v) => `${v.toFixed(0)}%`, xFormat: seconds })));
+      el("div", { id: "cpu-plot" }, plot("CPU over time (% of one core)", cpu, { yFormat: (v) => `${v.toFixed(0)}%`, xFormat: seconds })));
     const children = run.children.length
       ? el("ul", {}, ...run.children.map((c) => el("li", { style: `margin-left:${(c.depth - 1) * 1.2}em` },
         `${c.name}  ${seconds(c.wall_seconds)}  ${c.status}`)))
@@ -184,7 +193,7 @@ async function showRun(id) {
       ? el("a", { href: `#program=${encodeURIComponent(run.program_name)}`, id: "program-link" }, `all runs of ${run.program_name}`)
       : "";
     box.replaceChildren(el("h2", {}, `Run ${run.run_id} — ${run.run_name}`), programLink, attrs,
-      memory.length || cpu.length ? plots : el("p", { class: "muted" }, "no samples: the run was shorter than the sampling interval"),
+      memory.length || cpu.length ? plots : el("p", { class: "muted" }, "no samples: the run ended before its first sample (one second in)"),
       el("h3", {}, "Child spans"), children);
     box.hidden = false;
     box.scrollIntoView();

@@ -1,10 +1,13 @@
 """The page at `/`, in headless Chromium: load it, filter, open a run and a program, and save a screenshot that
-must not be blank. Uses Debian's chromium through Playwright (no browser download)."""
+must not be blank; a real 4 s `glia run` has its memory and CPU timelines drawn. Uses Debian's chromium through
+Playwright (no browser download)."""
 
 from __future__ import annotations
 
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +16,7 @@ from typing import Any
 
 from tests.conftest import ReceiverServer, need
 from tests.integration.test_api import expected, run_id, seed_runs
+from tests.integration.test_client_track import GLIA, client_env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -165,3 +169,49 @@ def test_page_asks_for_a_key_when_keys_exist(
         page.fill("#key-form input[name=key]", key)
         page.click("#key-form button")
         page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 10")
+
+
+CPU_BUSY = """
+import time
+x = b"x" * (30 * 1024 * 1024)
+end = time.monotonic() + 4
+while time.monotonic() < end:
+    pass
+"""
+
+
+def test_a_four_second_command_has_memory_and_cpu_timelines_on_its_page(
+    receiver: ReceiverServer, sql: Callable[..., list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    prog = tmp_path / "busy.py"
+    prog.write_text(CPU_BUSY)
+    env = client_env(receiver.url, tmp_path / "spool")  # the default sampling settings
+    proc = subprocess.run([GLIA, "run", "--", sys.executable, str(prog)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    (run,) = sql("SELECT span_id FROM spans")
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{receiver.url}/#run={run['span_id']}")
+        page.wait_for_selector("#cpu-plot svg[data-points]")
+        cpu_svg = page.locator("#cpu-plot svg")
+        memory_svg = page.locator("#memory-plot svg")
+        # what was drawn, not only pixels: the CPU chart has its points, and they show a busy core
+        cpu_points = int(cpu_svg.get_attribute("data-points") or 0)
+        assert cpu_points >= 3, page.locator("#run-detail").inner_text()
+        assert len((page.locator("#cpu-plot polyline").get_attribute("points") or "").split()) == cpu_points
+        assert page.locator("#cpu-plot circle.vertex").count() == cpu_points
+        assert float(cpu_svg.get_attribute("data-y-max") or 0) > 30  # percent of one core
+        assert int(memory_svg.get_attribute("data-points") or 0) >= 3
+        assert float(memory_svg.get_attribute("data-y-max") or 0) > 30 * 1024 * 1024
+        assert "no data" not in page.locator("#run-detail .plots").inner_text()
+        shot = tmp_path / "timelines.png"
+        page.locator("#run-detail .plots").screenshot(path=str(shot))
+        assert not errors, errors
+    width, height, pixels = png_pixels(shot.read_bytes())
+    assert width >= 400 and height >= 150
+    step = len(pixels[0]) // width  # RGB or RGBA
+    # the charts' lines and points are drawn in the accent colour (#2563eb); antialiasing leaves some exact pixels
+    accent = sum(row[i : i + 3] == b"\x25\x63\xeb" for row in pixels for i in range(0, len(row), step))
+    assert accent > 50, f"{shot} shows no line ({accent} accent pixels)"
