@@ -249,3 +249,14 @@ def receiver_factory(database_url: str) -> Iterator[Callable[..., ReceiverServer
 def receiver(receiver_factory: Callable[..., ReceiverServer]) -> ReceiverServer:
     """A real receiver on a loopback port, storing into this test's database."""
     return receiver_factory()
+
+
+# --- the collector --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def otelcol_bin() -> Path:
+    """The test collector binary (skips locally, fails under CI, when it has not been built)."""
+    from tests.collector import collector_binary  # tests/collector.py imports this module
+
+    return collector_binary()

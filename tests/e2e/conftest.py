@@ -19,15 +19,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
-from tests.collector import Collector, collector_binary, loopback_env
+from tests.collector import Collector, loopback_env
 
 Sql = Callable[..., list[dict[str, Any]]]
-
-
-@pytest.fixture(scope="session")
-def otelcol_bin() -> Path:
-    """The test collector binary (skips locally, fails under CI, when it has not been built)."""
-    return collector_binary()
 
 
 @pytest.fixture

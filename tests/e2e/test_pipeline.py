@@ -28,8 +28,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tests.collector import Collector
 from tests.conftest import PgServer, ReceiverServer, with_database
 from tests.e2e.conftest import SdkClient, Sql, assert_exactly_once, wait_for_spans, wait_until
-from tests.integration.test_client_run import glia_run
-from tests.integration.test_client_track import client_env, run_python
+from tests.helpers import client_env, glia_run, run_python
 
 OUTAGE_SECONDS = 10.0  # what the issue asks for; scenarios 2 and 4 hold it for real
 

@@ -3,13 +3,11 @@ schemathesis run over the OpenAPI schema."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -18,51 +16,8 @@ from hypothesis import HealthCheck, settings
 
 from glia_otel._cli import main
 from receiver import query
-from receiver.sqlfiles import parse
-from tests.conftest import REPO, ReceiverServer
-
-Sql = Callable[..., list[dict[str, Any]]]
-SEED_SQL = parse((REPO / "bench" / "seed.sql").read_text())
-N = 120
-
-
-def seed_runs(url: str, n: int = N, months: int = 12, metrics_every: int = 1, newest: datetime | None = None) -> None:
-    """Seed `n` synthetic runs (bench/seed.sql): run i has program prog-{i % 50}, host node{i % 20}, ..."""
-    newest = newest or datetime.now(UTC) - timedelta(hours=1)
-
-    async def go() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(SEED_SQL["seed_partitions"], months, newest)
-            await conn.execute(SEED_SQL["seed_runs"], n, months, newest)
-            await conn.execute(SEED_SQL["seed_metric_points"], metrics_every)
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
-
-
-def expected(i: int, n: int = N) -> dict[str, Any]:
-    """What bench/seed.sql gives run i."""
-    return {
-        "program_name": f"prog-{i % 50:02d}",
-        "host_name": f"node{i % 20:02d}",
-        "user_name": ["ada", "bob", "cyd", "dee", "eve", "fay", "gus"][i % 7],
-        "exit_code": 137 if i % 101 == 0 else 1 if i % 13 == 0 else 0,
-        "wall_seconds": float(1 + (i * 7907) % 3600),
-        "peak_rss_bytes": (64 + (i * 37) % 4000) * 1048576,
-        "attributes": {
-            "sample": f"S{i % 1000}",
-            "pipeline": ["rnaseq", "wgs", "chipseq", "qc"][i % 4],
-            "reads": (i % 5000) * 1000,
-        },
-    }
-
-
-def run_id(i: int) -> str:
-    import hashlib
-
-    return hashlib.md5(f"span{i}".encode()).hexdigest()[:16]
+from tests.conftest import ReceiverServer
+from tests.helpers import N, Sql, expected, run_id, seed_runs
 
 
 @pytest.fixture
@@ -296,7 +251,6 @@ def test_openapi_documents_the_api(seeded: httpx.Client) -> None:
     } <= params
 
 
-
 def test_the_api_version_is_the_packages(
     receiver_factory: Callable[..., ReceiverServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -305,6 +259,7 @@ def test_the_api_version_is_the_packages(
     monkeypatch.setattr(_version, "__version__", "9.8.7-test")
     receiver = receiver_factory()
     assert httpx.get(f"{receiver.url}/openapi.json").json()["info"]["version"] == "9.8.7-test"
+
 
 def test_schemathesis(seeded: httpx.Client) -> None:
     """Generated requests for every /api operation get a documented status and a body matching the schema, never a

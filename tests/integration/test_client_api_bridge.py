@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import ReceiverServer
-from tests.integration.test_client_track import Sql, client_env, run_python
+from tests.helpers import Sql, client_env, run_python
 
 API_INSIDE_A_RUN = """
 import sys

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import ReceiverServer
-from tests.integration.test_client_track import Sql, client_env, run_python
+from tests.helpers import Sql, client_env, run_python
 
 FORK_AFTER_A_RUN = """
 import os, time, glia_otel

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ReceiverServer
-from tests.integration.test_client_track import client_env
+from tests.helpers import client_env
 
 # Modules a run loads besides glia's own: C modules and a few small pure-Python ones. Not `typing` (it brings `re`,
 # `enum`, `contextlib`), `logging`, `socket`, `importlib` or anything of OpenTelemetry; `glia run` not even `threading`.

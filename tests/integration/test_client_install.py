@@ -15,14 +15,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import REPO, ReceiverServer, need
-from tests.integration.test_client_track import client_env
-
-Sql = Callable[..., list[dict[str, Any]]]
+from tests.helpers import Sql, client_env
 
 # Distributions of the server part (and of the tests): none of them may come with the client.
 SERVER_DISTRIBUTIONS = frozenset(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ReceiverServer
-from tests.integration.test_client_track import GLIA, Sql, client_env, run_python
+from tests.helpers import GLIA, Sql, client_env, run_python
 
 LONG = """
 import time

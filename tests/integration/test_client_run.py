@@ -16,13 +16,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import ReceiverServer, need
-from tests.integration.test_client_track import GLIA, Sql, client_env
+from tests.helpers import GLIA, Sql, client_env, glia_run
 
 MIB = 1024 * 1024
-
-
-def glia_run(args: list[str], env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([GLIA, "run", *args], env=env, capture_output=True, text=True, timeout=60, **kw)
 
 
 def _json(value: Any) -> Any:
@@ -160,9 +156,7 @@ time.sleep({hold})
 
 
 @pytest.mark.slow
-def test_peak_and_tree_peak_match_gnu_time_within_2_percent(
-    tmp_path: Path, receiver: ReceiverServer, sql: Sql
-) -> None:
+def test_peak_and_tree_peak_match_gnu_time_within_2_percent(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     need(os.access("/usr/bin/time", os.X_OK), "GNU time (/usr/bin/time, Debian package `time`) is not installed")
     prog = tmp_path / "alloc.py"
     prog.write_text(ALLOC.format(mib=300, hold=0))

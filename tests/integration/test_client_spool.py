@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ReceiverServer, need
-from tests.integration.test_client_track import GLIA, Sql, client_env, run_python
+from tests.helpers import GLIA, Sql, client_env, run_python
 
 FIFTY_RUNS = """
 import glia_otel

@@ -1,42 +1,16 @@
 """Tracked blocks and functions in a real Python process, exported to a real receiver: the rows in PostgreSQL.
 
-Each test runs its script in a fresh interpreter, so the exit path (deadline, spool) is the real one too. The
-helpers here are shared by the other test_client_* files.
+Each test runs its script in a fresh interpreter, so the exit path (deadline, spool) is the real one too.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import textwrap
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from tests.conftest import ReceiverServer
-
-Sql = Callable[..., list[dict[str, Any]]]
-GLIA = str(Path(sys.executable).with_name("glia"))
-
-
-def client_env(endpoint: str | None, spool: Path, **extra: str) -> dict[str, str]:
-    """A clean environment for a client process: no inherited OTEL_/GLIA_/TRACEPARENT settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GLIA_")) and k != "TRACEPARENT"}
-    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint or "http://127.0.0.1:9"
-    env["GLIA_SPOOL_DIR"] = str(spool)
-    env["GLIA_EXPORT_DEADLINE_MS"] = "5000"  # a loaded test machine; the deadline itself is benchmarked
-    env.update(extra)
-    return env
-
-
-def run_python(
-    tmp: Path, script: str, env: Mapping[str, str], name: str = "job.py"
-) -> subprocess.CompletedProcess[str]:
-    """Run `script` as a file in a fresh interpreter and return the finished process."""
-    path = tmp / name
-    path.write_text(textwrap.dedent(script))
-    return subprocess.run([sys.executable, str(path)], env=dict(env), capture_output=True, text=True, timeout=60)
+from tests.helpers import Sql, client_env, run_python
 
 
 def test_block_row_has_resource_and_usage_columns(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:

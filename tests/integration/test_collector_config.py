@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from tests.collector import CONFIG_DIR, DEFAULT_BINARY, Collector, collector_binary, loopback_env
+from tests.collector import CONFIG_DIR, DEFAULT_BINARY, Collector, loopback_env
 from tests.conftest import REPO
 
 MANIFEST = CONFIG_DIR / "builder-config.yaml"
@@ -36,12 +36,6 @@ MANIFEST = CONFIG_DIR / "builder-config.yaml"
 def collector_configs() -> list[Path]:
     """Every collector config in the repo: YAML under collector-config/ except the builder manifest."""
     return sorted(p for pattern in ("*.yaml", "*.yml") for p in CONFIG_DIR.rglob(pattern) if p != MANIFEST)
-
-
-@pytest.fixture(scope="session")
-def otelcol_bin() -> Path:
-    """The test collector binary."""
-    return collector_binary()
 
 
 def test_built_collector_is_current_and_a_second_build_reuses_it(otelcol_bin: Path) -> None:

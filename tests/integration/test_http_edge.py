@@ -11,16 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 from google.rpc import code_pb2, status_pb2
 
 from tests.conftest import ReceiverServer
-from tests.integration.test_keys import create_key, span_body
-
-Sql = Callable[..., list[dict[str, Any]]]
+from tests.helpers import Sql, create_key, span_body
 
 JSON_HEADERS = b"Content-Type: application/json\r\n"
 
@@ -335,4 +332,3 @@ def test_failed_authentication_is_logged_once_per_interval_without_the_key(
     for secret in (ingest, read, guessed):
         # not the key, nor its stored prefix, nor any 8 characters of its secret part
         assert all(secret[i : i + 8] not in logged for i in range(len("glia_"), len(secret) - 7)), secret
-

@@ -9,7 +9,6 @@ from typing import Any, cast
 
 import asyncpg
 import httpx
-import orjson
 import pytest
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -22,33 +21,7 @@ from receiver import auth
 from receiver.database import Database
 from receiver.errors import Unavailable
 from tests.conftest import PgServer, ReceiverServer, with_database
-from tests.integration.test_api import seed_runs
-
-Sql = Callable[..., list[dict[str, Any]]]
-
-SPAN_JSON = {
-    "resourceSpans": [{
-        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "keyed"}}]},
-        "scopeSpans": [{"spans": [{
-            "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "keyed-run",
-            "startTimeUnixNano": "{start}", "endTimeUnixNano": "{end}",
-        }]}],
-    }]
-}  # fmt: skip
-
-
-def span_body() -> bytes:
-    import time
-
-    now = time.time_ns()
-    return orjson.dumps(SPAN_JSON).replace(b"{start}", str(now - 10**9).encode()).replace(b"{end}", str(now).encode())
-
-
-def create_key(capsys: pytest.CaptureFixture[str], url: str, name: str, scope: str) -> str:
-    assert main(["keys", "create", name, "--scope", scope, "--database-url", url]) == 0
-    out, err = capsys.readouterr()
-    assert f"created {scope} key '{name}'" in err
-    return out.strip()
+from tests.helpers import Sql, create_key, seed_runs, span_body
 
 
 def test_open_without_keys(receiver: ReceiverServer, sql: Sql) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from receiver.migrate import downgrade, upgrade
 from tests.conftest import PgServer, run_sql
-from tests.integration.test_schema import fresh_database
+from tests.helpers import fresh_database
 
 MIB = 1024 * 1024
 
@@ -77,8 +77,9 @@ def test_0003_moves_figures_and_back(pg_server: PgServer) -> None:
     assert rows["00000000000000b1"]["peak_rss_bytes"] == 200 * MIB
     assert rows["00000000000000b1"]["tree_peak_bytes"] is None
     # the view shows both figures under their names
-    (view,) = run_sql(url, "SELECT max_rss_kb, tree_peak_bytes, tree_peak_method FROM runs WHERE run_id = $1",
-                      "00000000000000c1")
+    (view,) = run_sql(
+        url, "SELECT max_rss_kb, tree_peak_bytes, tree_peak_method FROM runs WHERE run_id = $1", "00000000000000c1"
+    )
     assert view == {"max_rss_kb": 110 * 1024, "tree_peak_bytes": 300 * MIB, "tree_peak_method": "cgroup"}
 
     downgrade(url, "0002_api_keys_retention")

@@ -4,25 +4,16 @@ Playwright (no browser download)."""
 
 from __future__ import annotations
 
-import shutil
 import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ReceiverServer, need
-from tests.integration.test_api import expected, run_id, seed_runs
-from tests.integration.test_client_track import GLIA, client_env
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+from tests.conftest import ReceiverServer
+from tests.helpers import GLIA, chromium, client_env, expected, run_id, seed_runs
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -60,21 +51,6 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
         rows.append(bytes(line))
         prev = line
     return width, height, rows
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    """Headless Chromium. Started after the database work: Playwright's sync API keeps an event loop running in
-    this thread, where the fixtures' asyncio.run() would refuse to start."""
-    need(Path(CHROMIUM).exists(), f"no chromium at {CHROMIUM} (Debian package 'chromium')")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_page_filters_opens_a_run_and_a_program(

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import ReceiverServer
-from tests.integration.test_api import run_id, seed_runs
-from tests.integration.test_page import chromium
+from tests.helpers import chromium, run_id, seed_runs
 
 
 def policy(response: httpx.Response) -> dict[str, list[str]]:
@@ -44,7 +43,7 @@ def test_every_response_carries_the_policy(receiver: ReceiverServer) -> None:
         assert_strict(httpx.get(receiver.url + path))
     assert_strict(httpx.post(receiver.url + "/v1/traces", content=b"{", headers={"content-type": "application/json"}))
     page = httpx.get(receiver.url + "/")
-    assert "<script src=\"/page/app.js\"></script>" in page.text and "style=" not in page.text
+    assert '<script src="/page/app.js"></script>' in page.text and "style=" not in page.text
 
 
 def test_docs_are_served_from_this_origin_with_a_nonce_for_their_one_inline_script(receiver: ReceiverServer) -> None:

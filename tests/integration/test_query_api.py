@@ -21,10 +21,8 @@ import pytest
 
 from glia_otel._cli import main
 from tests.conftest import REPO, ReceiverServer
-from tests.integration.test_api import run_id, seed_runs
-from tests.integration.test_api_reads import MS, RUN, SPAN_A, otlp_span, post_spans
+from tests.helpers import MS, RUN, SPAN_A, otlp_span, post_spans, run_id, seed_runs
 
-Sql = Callable[..., list[dict[str, Any]]]
 Result = tuple[int, str, str]
 NOWHERE = "postgresql://glia@127.0.0.1:9/nowhere"
 HOSTILE_NAME = "\x1b]0;owned\x07\x1b[2J\x9b31mrun\u202eevil"

@@ -15,7 +15,7 @@ import pytest
 
 from glia_otel._cli import main
 from tests.conftest import REPO
-from tests.integration.test_api import N, expected, run_id, seed_runs
+from tests.helpers import N, expected, run_id, seed_runs
 
 
 @pytest.fixture

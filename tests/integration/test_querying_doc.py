@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.test_api import seed_runs
+from tests.helpers import Sql, seed_runs
 
 DOC = REPO / "docs" / "querying.md"
-Sql = Callable[..., list[dict[str, Any]]]
 
 
 def doc_queries() -> list[tuple[str, str]]:

@@ -8,7 +8,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import orjson
@@ -24,68 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from tests.conftest import PgServer, ReceiverServer, run_sql, with_database
-
-Sql = Callable[..., list[dict[str, Any]]]
-PB = {"Content-Type": "application/x-protobuf"}
-JS = {"Content-Type": "application/json"}
-
-
-def now_ns() -> int:
-    return time.time_ns()
-
-
-def pb_request(spans: int = 1, attrs: int = 0, seed: int = 1, **span_fields: Any) -> ExportTraceServiceRequest:
-    request = ExportTraceServiceRequest()
-    rs = request.resource_spans.add()
-    kv = rs.resource.attributes.add()
-    kv.key, kv.value.string_value = "service.name", "bad-input"
-    ss = rs.scope_spans.add()
-    start = now_ns()
-    for i in range(spans):
-        span = ss.spans.add()
-        span.trace_id = seed.to_bytes(16, "big")
-        span.span_id = (i + 1).to_bytes(8, "big")
-        span.name = f"span-{i}"
-        span.start_time_unix_nano = start
-        span.end_time_unix_nano = start + 1000
-        for a in range(attrs):
-            kv = span.attributes.add()
-            kv.key, kv.value.int_value = f"a{a}", a
-        for key, value in span_fields.items():
-            setattr(span, key, value)
-    return request
-
-
-def json_span(trace_id: str = "0" * 31 + "1", span_id: str = "0" * 15 + "1", **extra: Any) -> dict[str, Any]:
-    start = now_ns()
-    span = {
-        "traceId": trace_id,
-        "spanId": span_id,
-        "name": "json-span",
-        "kind": 1,
-        "startTimeUnixNano": str(start),
-        "endTimeUnixNano": start + 5000,
-        "attributes": [{"key": "sample", "value": {"stringValue": "S1"}}],
-    }
-    span.update(extra)
-    return span
-
-
-def json_body(*spans: dict[str, Any]) -> bytes:
-    return orjson.dumps(
-        {
-            "resourceSpans": [
-                {
-                    "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
-                    "scopeSpans": [{"scope": {"name": "t"}, "spans": list(spans)}],
-                }
-            ]
-        }
-    )
-
-
-def post(receiver: ReceiverServer, body: bytes, headers: dict[str, str], path: str = "/v1/traces") -> httpx.Response:
-    return httpx.post(receiver.url + path, content=body, headers=headers, timeout=30)
+from tests.helpers import JS, PB, Sql, json_body, json_span, now_ns, pb_request, post
 
 
 def pb_status(response: httpx.Response) -> status_pb2.Status:

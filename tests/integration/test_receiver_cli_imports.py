@@ -15,7 +15,7 @@ import textwrap
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.test_api import run_id, seed_runs
+from tests.helpers import run_id, seed_runs
 
 WEB = frozenset({"fastapi", "starlette", "pydantic", "pydantic_core", "pydantic_settings", "uvicorn"})
 

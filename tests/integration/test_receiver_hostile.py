@@ -30,9 +30,8 @@ from receiver import decode, flatten
 from receiver.database import Database, create_pool
 from receiver.store import Store, prepare_connection
 from tests.conftest import ReceiverServer
-from tests.integration.test_receiver_bad_input import JS, PB, json_body, json_span, now_ns, pb_request, post
+from tests.helpers import JS, PB, Sql, json_body, json_span, now_ns, pb_request, post
 
-Sql = Callable[..., list[dict[str, Any]]]
 INT64_MAX = 2**63 - 1
 
 
@@ -53,8 +52,11 @@ def span_names(sql: Sql) -> list[str]:
     [
         ("kind", lambda s: setattr(s, "kind", 40000), "kind 40000"),
         ("status.code", lambda s: setattr(s.status, "code", 40000), "status.code 40000"),
-        ("dropped_attributes_count", lambda s: setattr(s, "dropped_attributes_count", 2**32 - 1),
-         f"dropped_attributes_count {2**32 - 1}"),
+        (
+            "dropped_attributes_count",
+            lambda s: setattr(s, "dropped_attributes_count", 2**32 - 1),
+            f"dropped_attributes_count {2**32 - 1}",
+        ),
         ("duration", lambda s: setattr(s, "end_time_unix_nano", 2**64 - 1), f"end_time_unix_nano {2**64 - 1}"),
     ],
 )

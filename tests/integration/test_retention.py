@@ -15,9 +15,7 @@ import pytest
 
 from glia_otel._cli import main
 from receiver import retention
-from tests.integration.test_api import seed_runs
-
-Sql = Callable[..., list[dict[str, Any]]]
+from tests.helpers import Sql, seed_runs
 
 
 def holding(moment: datetime, sql: Sql) -> list[dict[str, Any]]:

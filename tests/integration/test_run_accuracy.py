@@ -21,8 +21,7 @@ import pytest
 
 from glia_otel import _spawner
 from tests.conftest import ReceiverServer, need
-from tests.integration.test_client_run import glia_run
-from tests.integration.test_client_track import Sql, client_env
+from tests.helpers import Sql, client_env, glia_run
 
 MIB = 1024 * 1024
 GNU_TIME = "/usr/bin/time"
@@ -215,13 +214,31 @@ def test_an_oom_kill_is_counted_and_told_from_another_sigkill(
         # glia runs in the limited cgroup and makes the run's own under it, where the limit applies
         join = f'echo $$ > {limited}/cgroup.procs && exec "$@"'
         hog = subprocess.run(
-            ["sh", "-c", join, "sh", glia, "run", "--name", "hog", "--", sys.executable, "-c",
-             TOUCH.format(mib=300, hold=0)],
-            env=env, capture_output=True, text=True, timeout=60,
+            [
+                "sh",
+                "-c",
+                join,
+                "sh",
+                glia,
+                "run",
+                "--name",
+                "hog",
+                "--",
+                sys.executable,
+                "-c",
+                TOUCH.format(mib=300, hold=0),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         killed = subprocess.run(
             ["sh", "-c", join, "sh", glia, "run", "--name", "killed", "--", "sh", "-c", "kill -KILL $$"],
-            env=env, capture_output=True, text=True, timeout=60,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         for _ in range(50):
@@ -265,7 +282,7 @@ def test_io_of_a_descendant_still_running_when_the_command_ends_is_counted(
     # the background subshell writes, then lives on after `sh` has exited (and holds none of glia's pipes)
     script = (
         f"( {WRITE_8_MIB.format(path=out)}; exec sleep 30 ) </dev/null >/dev/null 2>&1 & echo $! > {pid_file}; "
-        f"while [ \"$(stat -c %s {out} 2>/dev/null)\" != {8 * MIB} ]; do sleep 0.05; done; sleep 0.2"
+        f'while [ "$(stat -c %s {out} 2>/dev/null)" != {8 * MIB} ]; do sleep 0.05; done; sleep 0.2'
     )
     extra = {"XDG_CACHE_HOME": str(cache)}
     if spawner != "spawner":
@@ -302,7 +319,11 @@ TREE = (
 
 
 def test_glia_show_and_the_api_name_both_figures(
-    tmp_path: Path, cache: Path, receiver: ReceiverServer, sql: Sql, database_url: str,
+    tmp_path: Path,
+    cache: Path,
+    receiver: ReceiverServer,
+    sql: Sql,
+    database_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import httpx

@@ -8,7 +8,8 @@ from typing import Any
 import asyncpg
 
 from receiver.migrate import MIGRATIONS_DIR, downgrade, head_revision, upgrade
-from tests.conftest import REPO, PgServer, run_sql, with_database
+from tests.conftest import REPO, PgServer, run_sql
+from tests.helpers import fresh_database
 
 # A description of everything the schema makes, independent of the order it was made in.
 CATALOG_QUERIES = {
@@ -45,12 +46,6 @@ CATALOG_QUERIES = {
 
 def describe(url: str) -> dict[str, list[dict[str, Any]]]:
     return {name: run_sql(url, query) for name, query in CATALOG_QUERIES.items()}
-
-
-def fresh_database(pg: PgServer, name: str) -> str:
-    run_sql(pg.admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    run_sql(pg.admin_url, f'CREATE DATABASE "{name}"')
-    return with_database(pg.admin_url, name)
 
 
 def apply_sql_file(url: str, path: str) -> None:

@@ -1,151 +1,40 @@
-"""compose.yaml and the files around it: valid Compose, and the topology docs/deploy.md describes.
+"""compose.yaml and the files around it: the topology docs/deploy.md describes, the variables .env.example sets, the
+image the Dockerfile builds.
 
-There is no Docker engine to run the stack here, so the file is checked against the Compose Specification's
-JSON schema (after interpolating it with .env.example, as `docker compose` would), and the same topology runs
-with real processes in the end-to-end tests. The schema is not kept in the repo: it comes from a pinned npm
-package on first use (see `compose_schema`) and is cached under .build/.
+There is no Docker engine to run the stack here: the same topology runs with real processes in the end-to-end tests,
+and tests/integration/test_compose_schema.py checks the file against the Compose Specification's JSON schema.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import subprocess
-import tarfile
-import tempfile
 import tomllib
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import REPO, need
+from tests.conftest import REPO
+from tests.helpers import COMPOSE, COMPOSE_VARIABLE, ENV_EXAMPLE, compose_config, interpolate, read_env_file
 
-COMPOSE = REPO / "compose.yaml"
-ENV_EXAMPLE = REPO / ".env.example"
 MANIFEST = REPO / "collector-config" / "builder-config.yaml"
-
-# dclint ships the Compose Specification's schema (compose-spec.json) as schemas/compose.schema.json.
-SCHEMA_PACKAGE = "dclint@3.1.0"
-SCHEMA_MEMBER = "package/schemas/compose.schema.json"
-SCHEMA_CACHE = REPO / ".build" / "compose-spec" / "compose.schema.json"
-
-_VARIABLE = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
-
-
-def _fetch_schema(dest: Path) -> None:
-    """Download the pinned package with `npm pack` and keep only the schema file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run(
-            ["npm", "pack", SCHEMA_PACKAGE, "--pack-destination", tmp, "--silent"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        tarball = Path(tmp) / out.stdout.strip().splitlines()[-1]
-        with tarfile.open(tarball) as tar:
-            member = tar.extractfile(SCHEMA_MEMBER)
-            assert member is not None, f"{SCHEMA_PACKAGE} has no {SCHEMA_MEMBER}"
-            data = member.read()
-    json.loads(data)  # a truncated download must not be cached
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_suffix(".partial")
-    partial.write_bytes(data)
-    partial.replace(dest)
-
-
-@pytest.fixture(scope="session")
-def compose_schema() -> dict[str, Any]:
-    """The Compose Specification JSON schema: $GLIA_COMPOSE_SCHEMA, else the cached copy, else from npm."""
-    given = os.environ.get("GLIA_COMPOSE_SCHEMA")
-    path = Path(given) if given else SCHEMA_CACHE
-    if not path.is_file() and not given:
-        need(shutil.which("npm"), f"npm is needed to fetch the Compose schema ({SCHEMA_PACKAGE})")
-        try:
-            _fetch_schema(path)
-        except (subprocess.SubprocessError, OSError, KeyError) as exc:
-            need(False, f"could not fetch the Compose schema from {SCHEMA_PACKAGE}: {exc}")
-    need(path.is_file(), f"no Compose schema at {path}")
-    schema: dict[str, Any] = json.loads(path.read_text())
-    return schema
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a .env file (comments and blank lines skipped)."""
-    env: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
-            env[key.strip()] = value.strip()
-    return env
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """Compose's variable interpolation: ${V}, ${V:-default}, ${V-default}, ${V:?error}, ${V?error}, $$."""
-
-    def substitute(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name, op, arg = match.group("name"), match.group("op"), match.group("arg")
-        value = env.get(name)
-        if op in (":-", ":?") and not value:
-            value = None
-        if value is not None:
-            return value
-        if op in ("?", ":?"):
-            raise ValueError(f"required variable {name} is not set: {arg}")
-        if op in ("-", ":-"):
-            return arg
-        return ""
-
-    return _VARIABLE.sub(substitute, text)
 
 
 def variables(text: str) -> dict[str, str | None]:
     """Every variable compose.yaml interpolates, with its operator (None for a bare ${V})."""
-    return {m.group("name"): m.group("op") for m in _VARIABLE.finditer(text) if m.group("name")}
+    return {m.group("name"): m.group("op") for m in COMPOSE_VARIABLE.finditer(text) if m.group("name")}
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     """compose.yaml as `docker compose` sees it with .env copied from .env.example."""
-    data: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE.read_text(), read_env_file(ENV_EXAMPLE)))
-    return data
-
-
-def validator(schema: dict[str, Any]) -> jsonschema.Draft7Validator:
-    """A validator for the Compose schema: draft 7, though its $schema URL is not the canonical one."""
-    assert "draft-07" in schema.get("$schema", ""), f"the Compose schema moved to {schema.get('$schema')}"
-    return jsonschema.Draft7Validator(schema)
+    return compose_config()
 
 
 def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
     services: dict[str, dict[str, Any]] = compose["services"]
     assert name in services, f"compose.yaml has no service {name!r}"
     return services[name]
-
-
-def test_compose_file_is_valid_against_the_compose_specification(
-    compose: dict[str, Any], compose_schema: dict[str, Any]
-) -> None:
-    jsonschema.Draft7Validator.check_schema(compose_schema)
-    errors = sorted(validator(compose_schema).iter_errors(compose), key=lambda e: list(e.absolute_path))
-    assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
-
-
-def test_schema_check_catches_a_broken_file(compose: dict[str, Any], compose_schema: dict[str, Any]) -> None:
-    """The schema is the real one: a misspelt key and a wrong depends_on condition are rejected."""
-    broken = json.loads(json.dumps(compose))
-    broken["services"]["receiver"]["helthcheck"] = {}
-    broken["services"]["collector"]["depends_on"]["receiver"]["condition"] = "healthy"
-    assert len(list(validator(compose_schema).iter_errors(broken))) >= 2
 
 
 def test_env_example_sets_every_required_variable_and_only_used_ones() -> None:
