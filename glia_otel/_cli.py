@@ -32,6 +32,12 @@ def _flush(argv: list[str]) -> int:
     return flush_main(argv)
 
 
+def _import(argv: list[str]) -> int:
+    from ._import import main as import_main
+
+    return import_main(argv)
+
+
 def _serve(argv: list[str]) -> int:
     from receiver.cli import serve_main
 
@@ -83,6 +89,7 @@ CLIENT, SERVER, EITHER = "client", "server", "either"
 _COMMANDS: dict[str, tuple[Callable[[list[str]], int], str, str]] = {
     "run": (_run, CLIENT, "run a command and record it as a run: glia run -- CMD ARGS..."),
     "flush": (_flush, CLIENT, "resend runs that were spooled while the endpoint was down"),
+    "import": (_import, CLIENT, "record past runs from a workflow engine's files: glia import nextflow trace.txt"),
     "runs": (_runs, EITHER, "list runs: a table, or --format json|csv, with filters"),
     "show": (_show, EITHER, "show one run: attributes, child spans, samples"),
     "serve": (_serve, SERVER, "run the OTLP/HTTP receiver (embedded PostgreSQL by default)"),
