@@ -35,6 +35,24 @@ function seconds(v) {
 }
 const when = (iso) => iso.replace("T", " ").slice(0, 19);
 
+// --- memory: two figures, two names (docs/attributes.md) ----------------------------------------------------------
+// What each method means, shown as the figure's tooltip; an unknown method is shown as it is.
+const METHODS = {
+  "wait4": "the command's ru_maxrss from wait4, forked by glia's spawner: what GNU time's %M reports",
+  "wait4-python": "ru_maxrss of a command forked from glia's Python process: starts at glia's size (about 8 MB)",
+  "hwm-reset": "the process's VmHWM, reset at the start of the block: its peak during the block",
+  "hwm": "the process's VmHWM without a reset: exact only when the block holds the process's peak",
+  "sampled": "RSS of the process sampled on a timer (a short spike can be missed)",
+  "cgroup": "the peak of memory charged to the command's cgroup: what a memory limit enforces (not RSS)",
+  "sampled-tree": "the sum of RSS over the process tree, sampled every 50 ms (a shorter spike can be missed)",
+};
+const MEMORY_FIGURES = [
+  // [field, label, method field]
+  ["peak_rss_bytes", "largest process (GNU time %M)", "peak_rss_method"],
+  ["tree_peak_bytes", "whole tree", "tree_peak_method"],
+];
+const oomKilled = (run) => (run.oom_kills ?? 0) > 0;
+
 // --- API ----------------------------------------------------------------------------------------------------------
 async function api(path) {
   const headers = {};
@@ -97,7 +115,9 @@ function runRow(run) {
     el("td", { class: "num" }, run.exit_code ?? "-"),
     el("td", { class: "num" }, seconds(run.wall_seconds)),
     el("td", { class: "num" }, run.cpu_percent === null ? "-" : run.cpu_percent.toFixed(0)),
-    el("td", { class: "num" }, bytes(run.peak_rss_bytes)));
+    el("td", { class: "num peak-rss", title: run.peak_rss_method ?? "" }, bytes(run.peak_rss_bytes)),
+    el("td", { class: "num tree-peak", title: run.tree_peak_method ?? "" }, bytes(run.tree_peak_bytes),
+      oomKilled(run) ? el("span", { class: "oom", title: `oom_kills: ${run.oom_kills}` }, " OOM") : ""));
 }
 
 // --- plots --------------------------------------------------------------------------------------------------------
@@ -177,10 +197,17 @@ async function showRun(id) {
       run_id: run.run_id, program: run.program_name, status: `${run.status}${run.status_message ? ` (${run.status_message})` : ""}`,
       exit_code: run.exit_code, user: run.user_name, host: run.host_name, started_at: when(run.started_at),
       wall: seconds(run.wall_seconds), cpu: `${seconds(run.cpu_seconds)} (${run.cpu_percent?.toFixed(0) ?? "-"} %)`,
-      peak_memory: `${bytes(run.peak_rss_bytes)} (${run.peak_rss_method ?? "?"})`, script: run.script_path,
-      script_sha256: run.script_sha256, command: (run.command_args || []).join(" "), runtime: run.runtime,
     };
-    for (const [k, v] of Object.entries(facts)) if (v !== null && v !== undefined && v !== "") attrs.append(el("dt", {}, k), el("dd", {}, String(v)));
+    const more = {
+      script: run.script_path, script_sha256: run.script_sha256, command: (run.command_args || []).join(" "),
+      runtime: run.runtime,
+    };
+    const addFacts = (o) => {
+      for (const [k, v] of Object.entries(o)) if (v !== null && v !== undefined && v !== "") attrs.append(el("dt", {}, k), el("dd", {}, String(v)));
+    };
+    addFacts(facts);
+    attrs.append(...memoryFacts(run));
+    addFacts(more);
     for (const [k, v] of Object.entries(run.attributes)) attrs.append(el("dt", {}, k), el("dd", { class: "custom" }, JSON.stringify(v)));
     const plots = el("div", { class: "plots" },
       el("div", { id: "memory-plot" }, plot("memory over time (RSS)", memory, { yFormat: bytes, xFormat: seconds })),
@@ -200,6 +227,22 @@ async function showRun(id) {
   } catch (err) { showError(err); }
 }
 
+// The run's memory figures by name, each with its method; the OOM-kill count when the kernel's OOM killer ended some.
+function memoryFacts(run) {
+  const out = [];
+  for (const [field, label, methodField] of MEMORY_FIGURES) {
+    if (run[field] === null || run[field] === undefined) continue;
+    const method = run[methodField] ?? "?";
+    out.push(el("dt", {}, `${field} `, el("span", { class: "muted" }, label)),
+      el("dd", { id: field.replace(/_/g, "-"), title: METHODS[method] ?? "" }, `${bytes(run[field])} (${method})`));
+  }
+  if (oomKilled(run)) {
+    out.push(el("dt", {}, "oom_kills"), el("dd", { id: "oom-kills", class: "bad" },
+      `${run.oom_kills} (the kernel's OOM killer ended ${run.oom_kills === 1 ? "a process" : "processes"} of this run)`));
+  }
+  return out;
+}
+
 // --- one program --------------------------------------------------------------------------------------------------
 async function showProgram(name) {
   const box = $("#program-detail");
@@ -217,7 +260,7 @@ async function showProgram(name) {
       el("h2", {}, `Program ${name}`),
       el("p", {}, `${runs.length} most recent runs${page.next_cursor ? " (older ones not shown)" : ""}, ${versions.size} script version(s); errors in red`),
       el("div", { class: "plots" },
-        el("div", { id: "program-memory-plot" }, plot("peak memory per run", memory, { yFormat: bytes, xFormat: dayLabel, dots: true, bad })),
+        el("div", { id: "program-memory-plot" }, plot("peak memory per run (largest process)", memory, { yFormat: bytes, xFormat: dayLabel, dots: true, bad })),
         el("div", { id: "program-wall-plot" }, plot("wall time per run", wall, { yFormat: seconds, xFormat: dayLabel, dots: true, bad }))));
     box.hidden = false;
   } catch (err) { showError(err); }

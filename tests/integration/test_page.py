@@ -7,10 +7,14 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
+import orjson
 
 from tests.conftest import ReceiverServer
 from tests.helpers import GLIA, chromium, client_env, expected, run_id, seed_runs
@@ -191,3 +195,134 @@ def test_a_four_second_command_has_memory_and_cpu_timelines_on_its_page(
     # the charts' lines and points are drawn in the accent colour (#2563eb); antialiasing leaves some exact pixels
     accent = sum(row[i : i + 3] == b"\x25\x63\xeb" for row in pixels for i in range(0, len(row), step))
     assert accent > 50, f"{shot} shows no line ({accent} accent pixels)"
+
+
+# --- seeding through the real OTLP endpoint ---------------------------------------------------------------------
+
+
+def otlp_value(v: object) -> dict[str, Any]:
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    return {"stringValue": str(v)}
+
+
+def run_span(
+    trace_id: str,
+    span_id: str,
+    name: str,
+    start_ns: int,
+    end_ns: int,
+    attrs: dict[str, object],
+    parent: str | None = None,
+    error: bool = False,
+) -> dict[str, Any]:
+    span: dict[str, Any] = {
+        "traceId": trace_id,
+        "spanId": span_id,
+        "name": name,
+        "kind": 1,
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(end_ns),
+        "attributes": [{"key": k, "value": otlp_value(v)} for k, v in attrs.items()],
+        "status": {"code": 2, "message": "exit code 137"} if error else {"code": 1},
+    }
+    if parent:
+        span["parentSpanId"] = parent
+    return span
+
+
+def post_runs(receiver: ReceiverServer, service: str, *spans: dict[str, Any]) -> None:
+    """One OTLP/JSON request to the receiver's /v1/traces, as a client sends it: 200 and no partial success."""
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeSpans": [{"scope": {"name": "glia_otel"}, "spans": list(spans)}],
+            }
+        ]
+    }
+    response = httpx.post(
+        f"{receiver.url}/v1/traces", content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200 and response.content == b"{}", response.text
+
+
+MIB = 1024 * 1024
+
+
+def test_the_run_view_and_the_table_name_both_memory_figures(
+    receiver: ReceiverServer, sql: Callable[..., list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    now = time.time_ns()
+    command = {"glia.run.kind": "command", "glia.memory.peak_rss_method": "wait4"}
+    killed = run_span(
+        "a" * 32, "a" * 16, "killed", now - 9_000_000_000, now - 8_000_000_000,
+        {**command, "process.exit.code": 137, "glia.memory.peak_rss_bytes": 100 * MIB,
+         "glia.memory.tree_peak_bytes": 300 * MIB, "glia.memory.tree_peak_method": "cgroup",
+         "glia.memory.oom_kills": 1},
+        error=True,
+    )  # fmt: skip
+    tree = run_span(
+        "b" * 32, "b" * 16, "tree", now - 7_000_000_000, now - 6_000_000_000,
+        {**command, "process.exit.code": 0, "glia.memory.peak_rss_bytes": 110 * MIB,
+         "glia.memory.tree_peak_bytes": 330 * MIB, "glia.memory.tree_peak_method": "sampled-tree",
+         "glia.memory.oom_kills": 0},
+    )  # fmt: skip
+    block = run_span(
+        "c" * 32, "c" * 16, "block", now - 5_000_000_000, now - 4_000_000_000,
+        {"glia.run.kind": "block", "glia.memory.peak_rss_bytes": 520 * MIB, "glia.memory.peak_rss_method": "hwm-reset"},
+    )  # fmt: skip
+    post_runs(receiver, "mem", killed, tree, block)
+    stored = {r["span_id"]: r for r in sql("SELECT span_id, peak_rss_bytes, tree_peak_bytes, oom_kills FROM spans")}
+    assert stored["a" * 16]["tree_peak_bytes"] == 300 * MIB and stored["a" * 16]["oom_kills"] == 1
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(receiver.url + "/")
+        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 3")
+        heads = page.locator("#runs thead th").all_inner_texts()
+        assert "PEAK RSS" in heads and "TREE PEAK" in heads, heads  # uppercased by the style sheet
+        cells = {
+            r.get_attribute("data-run-id"): (
+                r.locator("td.peak-rss").inner_text(),
+                r.locator("td.tree-peak").inner_text(),
+            )
+            for r in page.locator("#runs tbody tr").all()
+        }
+        assert cells == {
+            "a" * 16: ("100.0 MiB", "300.0 MiB OOM"),
+            "b" * 16: ("110.0 MiB", "330.0 MiB"),
+            "c" * 16: ("520.0 MiB", "-"),
+        }
+        # the table fits the window: no column pushed out of sight
+        assert page.evaluate("() => document.querySelector('#runs').scrollWidth <= window.innerWidth")
+
+        page.goto(f"{receiver.url}/#run={'a' * 16}")
+        page.wait_for_selector("#run-detail #tree-peak-bytes")
+        detail = page.locator("#run-detail")
+        assert page.locator("#peak-rss-bytes").inner_text() == "100.0 MiB (wait4)"
+        assert "GNU time" in (page.locator("#peak-rss-bytes").get_attribute("title") or "")
+        assert page.locator("#tree-peak-bytes").inner_text() == "300.0 MiB (cgroup)"
+        assert "memory limit" in (page.locator("#tree-peak-bytes").get_attribute("title") or "")
+        labels = detail.locator("dt").all_inner_texts()
+        assert "peak_rss_bytes largest process (GNU time %M)" in labels, labels
+        assert "tree_peak_bytes whole tree" in labels, labels
+        assert page.locator("#oom-kills").inner_text().startswith("1 ")
+        page.screenshot(path=str(tmp_path / "memory.png"), full_page=True)
+
+        page.goto(f"{receiver.url}/#run={'b' * 16}")
+        page.wait_for_function("() => document.querySelector('#tree-peak-bytes')?.textContent.includes('330')")
+        assert page.locator("#tree-peak-bytes").inner_text() == "330.0 MiB (sampled-tree)"
+        assert page.locator("#oom-kills").count() == 0  # none killed: not shown
+
+        page.goto(f"{receiver.url}/#run={'c' * 16}")
+        page.wait_for_function("() => document.querySelector('#peak-rss-bytes')?.textContent.includes('520')")
+        assert page.locator("#peak-rss-bytes").inner_text() == "520.0 MiB (hwm-reset)"
+        assert page.locator("#tree-peak-bytes").count() == 0  # a block has no tree figure
+        assert not errors, errors
