@@ -38,6 +38,18 @@ def _import(argv: list[str]) -> int:
     return import_main(argv)
 
 
+def _nextflow_config(argv: list[str]) -> int:
+    from ._nextflow import config_main
+
+    return config_main(argv)
+
+
+def _nextflow_workflow(argv: list[str]) -> int:
+    from ._nextflow import workflow_main
+
+    return workflow_main(argv)
+
+
 def _serve(argv: list[str]) -> int:
     from receiver.cli import serve_main
 
@@ -90,6 +102,8 @@ _COMMANDS: dict[str, tuple[Callable[[list[str]], int], str, str]] = {
     "run": (_run, CLIENT, "run a command and record it as a run: glia run -- CMD ARGS..."),
     "flush": (_flush, CLIENT, "resend runs that were spooled while the endpoint was down"),
     "import": (_import, CLIENT, "record past runs from a workflow engine's files: glia import nextflow trace.txt"),
+    "nextflow-config": (_nextflow_config, CLIENT, "print a Nextflow config that records each run and its tasks"),
+    "nextflow-workflow": (_nextflow_workflow, CLIENT, "record a finished Nextflow run (that config runs it)"),
     "runs": (_runs, EITHER, "list runs: a table, or --format json|csv, with filters"),
     "show": (_show, EITHER, "show one run: attributes, child spans, samples"),
     "serve": (_serve, SERVER, "run the OTLP/HTTP receiver (embedded PostgreSQL by default)"),
@@ -101,13 +115,14 @@ _COMMANDS: dict[str, tuple[Callable[[list[str]], int], str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: glia COMMAND [ARGS...]"]
+    width = max(10, *(len(name) for name in _COMMANDS))
     for part, title in (
         (CLIENT, "commands:"),
         (EITHER, "reading runs (from the query API at $GLIA_API_URL, else from the database: the server part):"),
         (SERVER, f"the server part ({SERVER_INSTALL}):"),
     ):
         lines += ["", title]
-        lines += [f"  {name:<10} {help_}" for name, (_, needs, help_) in _COMMANDS.items() if needs == part]
+        lines += [f"  {name:<{width}} {help_}" for name, (_, needs, help_) in _COMMANDS.items() if needs == part]
     lines += ["", "Run 'glia COMMAND --help' for a command's options."]
     return "\n".join(lines)
 

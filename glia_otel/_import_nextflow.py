@@ -346,7 +346,10 @@ def _times(values: dict[str, Any]) -> tuple[int | None, int | None]:
         span = realtime if realtime is not None else duration
         begin = end - int(span * 1_000_000) if span is not None else end
     if end is None and begin is not None:
-        span = realtime if start is not None and realtime is not None else duration
+        # from start, the run time; from submit, the time to completion (else the run time: the best there is)
+        span = realtime if start is not None else duration
+        if span is None:
+            span = realtime if realtime is not None else duration
         end = begin + int(span * 1_000_000) if span is not None else begin
     return begin, end
 

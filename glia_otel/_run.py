@@ -30,6 +30,7 @@ options:
   --name NAME        span name (default: the script or program name)
   --attr KEY=VALUE   a custom value on the run (repeatable)
   --no-args          leave the command's arguments out (also GLIA_RECORD_ARGS=false)
+  --nextflow-task F  the command is a Nextflow task described by F (written by `glia nextflow-config`)
   -h, --help         show this help
 """
 
@@ -84,6 +85,25 @@ def parse_args(argv: Sequence[str]) -> tuple[str | None, dict[str, str], bool, l
             return name, attrs, record_args, list(argv[i:])
         i += 1
     return name, attrs, record_args, []
+
+
+def take_task_option(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """(argv without it, FIELDS) of a `--nextflow-task FIELDS` among the options (before `--` or the command)."""
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-"):
+            break
+        if arg.startswith("--nextflow-task="):
+            return args[:i] + args[i + 1 :], arg.split("=", 1)[1]
+        if arg == "--nextflow-task":
+            if i + 1 >= len(args):
+                raise UsageError("--nextflow-task needs a value")
+            return args[:i] + args[i + 2 :], args[i + 1]
+        # the values of --name and --attr may look like anything, even like this option
+        i += 2 if arg in ("--name", "--attr") else 1
+    return args, None
 
 
 def exit_code_of(status: int) -> int:
@@ -231,7 +251,10 @@ class _Report:
 
 def main(argv: list[str]) -> int:
     """`glia run`: run a command, record it, exit with its exit code."""
+    task_fields: str | None = None
     try:
+        if "--nextflow-task" in argv or any(a.startswith("--nextflow-task=") for a in argv):
+            argv, task_fields = take_task_option(argv)
         name, custom, record_args, cmd = parse_args(argv)
     except UsageError as e:
         if str(e):
@@ -264,6 +287,13 @@ def main(argv: list[str]) -> int:
     # Before the run's clocks start: on first use this builds the spawner (a compiler run, once per glia version).
     spawner, spawner_problem = _spawner.find()
     inherited = parse_traceparent(os.environ.get("TRACEPARENT", ""))
+    task = _engine_task(task_fields) if task_fields is not None else None
+    if task is not None:
+        # a task's run is named after the task, its program is the process, its parent the workflow's span
+        name = name or task.name
+        settings.service_name = task.program
+        if task.trace_id:
+            inherited = (task.trace_id, task.parent_span_id, 1)
     trace_id = inherited[0] if inherited else int.from_bytes(os.urandom(16), "big") or 1
     parent_span_id = inherited[1] if inherited else 0
     span_id = int.from_bytes(os.urandom(8), "big") or 1
@@ -387,6 +417,8 @@ def main(argv: list[str]) -> int:
         deadline = time.monotonic() + settings.export_deadline_s
         try:
             attrs = _span_attributes(code, mono1 - mono0, usage, cgroup, sampled_peak, io0, io1, live_io, custom)
+            if task is not None:
+                attrs.update(task.attributes)
             if spawner_problem:
                 attrs["glia.run.spawner_problem"] = spawner_problem
             if resource is None:
@@ -437,6 +469,17 @@ def _start_sampler(
 
     ids = (f"{trace_id:032x}", f"{span_id:016x}")
     return _metrics.start_command_sampling(settings, resource or {}, root, with_root, ids, wall0, mono0 / 1e9)
+
+
+def _engine_task(fields: str) -> Any:
+    """The Nextflow task `--nextflow-task FIELDS` describes, or None (said once) when FIELDS cannot be read."""
+    from . import _nextflow
+
+    try:
+        return _nextflow.task_run(fields)
+    except ValueError as e:
+        print(f"glia run: {e}; recording the command as a plain run", file=sys.stderr)
+        return None
 
 
 def _exec_failed(program: str, errno_: int | None) -> int:
