@@ -109,6 +109,37 @@ def task_run(fields: str) -> NextflowTask:
     return NextflowTask(name, process, trace_id, parent, attrs)
 
 
+LOG_NAME = ".command.glia.log"
+
+
+class TaskLog:
+    """glia's own messages during a task, appended to `.command.glia.log` in its work dir (opened only if there is one).
+
+    A task's stderr is the task's: Nextflow shows it as the failing task's "Command error", and a process may declare
+    it an output, so glia's warnings (an endpoint down, say) must not be mixed into it.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, LOG_NAME)
+
+    def write(self, text: str) -> int:
+        try:
+            with open(self.path, "a", encoding="utf-8", errors="replace") as f:
+                return f.write(text)
+        except OSError:
+            stream = sys.__stderr__
+            return stream.write(text) if stream is not None else 0
+
+    def flush(self) -> None:
+        pass
+
+
+def task_log(task: NextflowTask) -> TaskLog:
+    """Where glia's messages go while it runs `task` (its work dir, also when the task runs in a scratch dir)."""
+    directory = task.attributes.get("glia.nextflow.workdir") or os.environ.get("NXF_TASK_WORKDIR") or "."
+    return TaskLog(str(directory))
+
+
 # --- the config ------------------------------------------------------------------------------------------------
 
 

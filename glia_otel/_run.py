@@ -289,6 +289,9 @@ def main(argv: list[str]) -> int:
     inherited = parse_traceparent(os.environ.get("TRACEPARENT", ""))
     task = _engine_task(task_fields) if task_fields is not None else None
     if task is not None:
+        from ._nextflow import task_log
+
+        sys.stderr = task_log(task)  # type: ignore[assignment] # the task's stderr is the task's own
         # a task's run is named after the task, its program is the process, its parent the workflow's span
         name = name or task.name
         settings.service_name = task.program
@@ -485,11 +488,13 @@ def _engine_task(fields: str) -> Any:
 def _exec_failed(program: str, errno_: int | None) -> int:
     import errno
 
+    # the command's own failure: on the command's stderr, even where glia's messages go elsewhere (a Nextflow task)
+    stderr = sys.__stderr__ or sys.stderr
     if errno_ == errno.ENOENT:
-        print(f"glia run: {program}: command not found", file=sys.stderr)
+        print(f"glia run: {program}: command not found", file=stderr)
         return 127
     reason = os.strerror(errno_) if errno_ else "cannot execute"
-    print(f"glia run: {program}: {reason}", file=sys.stderr)
+    print(f"glia run: {program}: {reason}", file=stderr)
     return 126
 
 

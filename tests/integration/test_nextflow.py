@@ -108,7 +108,7 @@ process ok {
 process bad {
     script:
     \"\"\"
-    sleep 1; exit 5
+    sleep 1; echo "bad input" >&2; exit 5
     \"\"\"
 }
 
@@ -339,7 +339,15 @@ def test_endpoint_down_the_pipeline_runs_as_without_glia_and_its_runs_are_spoole
     assert flushed.returncode == 0, flushed.stderr
     (workflow,) = sql("SELECT * FROM spans WHERE run_kind = 'workflow'")
     assert workflow["status_code"] == 2
-    assert "exit status (5)" in (attr(workflow, "glia.nextflow.error_message") or "") or workflow["status_message"]
+    # the error is the task's own stderr: glia's warnings went to the task's .command.glia.log
+    assert attr(workflow, "glia.nextflow.error_message") == "bad input"
+    assert workflow["status_message"] == "bad input"
+    assert attr(workflow, "glia.nextflow.exit_status") == 5
+    errs = list(work.glob("work/*/*/.command.err"))
+    assert len(errs) == 2
+    for err in errs:
+        assert "glia" not in err.read_text()
+        assert "could not reach" in (err.parent / ".command.glia.log").read_text()
     rows = {r["name"]: r for r in spans(sql, workflow["trace_id"]) if r["run_kind"] == "task"}
     assert rows["ok"]["exit_code"] == 0 and rows["ok"]["parent_span_id"] == workflow["span_id"]
     assert (rows["bad"]["exit_code"], rows["bad"]["status_code"]) == (5, 2)
