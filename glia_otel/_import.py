@@ -111,9 +111,16 @@ def _nextflow() -> Reader:
     return read
 
 
+def _snakemake() -> Reader:
+    from ._import_snakemake import read
+
+    return read
+
+
 # The engines, by the name on the command line. A new engine: a module with `read` and one entry here.
 ENGINES: dict[str, Engine] = {
     "nextflow": Engine(_nextflow, "nextflow-poll", "Nextflow trace files (-with-trace; any trace.fields, raw or not)"),
+    "snakemake": Engine(_snakemake, "snakemake-benchmark", "Snakemake benchmark: files (TSV or JSONL)"),
 }
 
 
