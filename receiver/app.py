@@ -4,8 +4,9 @@ what lives as long as the application does.
 At start-up the lifespan opens the pool, checks that the schema is at head, makes the partitions ahead, builds the
 one `Services` object every handler is handed (services.py) and starts the maintenance loops (maintenance.py); at
 shut-down it stops them and closes the pool. The endpoints are routers of their own: the OTLP pipeline (ingest.py),
-the probes (health.py), the query API and the page (api.py), Swagger UI (docs.py). Every error reaching the
-application is answered by http_errors.py; the Host check and the browser headers wrap it all (guard.py).
+the probes (health.py), the receiver's own metrics (metrics.py), the query API and the page (api.py), Swagger UI
+(docs.py). Every error reaching the application is answered by http_errors.py; the Host check and the browser
+headers wrap it all (guard.py), and the count of OTLP answers wraps that (metrics.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from fastapi import FastAPI
 
 from glia_otel import _version
 
-from . import api, docs, guard, health, http_errors, ingest, maintenance, store
+from . import api, docs, guard, health, http_errors, ingest, maintenance, metrics, store
 from .auth import KeyCache
-from .database import Database, check_schema, create_pool
+from .database import check_schema, create_pool
 from .errors import Unavailable
 from .migrate import head_revision
 from .services import Services
@@ -32,6 +33,7 @@ log = logging.getLogger("glia.receiver")
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
     """The receiver application for one database. The lifespan owns the pool."""
+    own_metrics = metrics.ReceiverMetrics()  # this application's registry, whatever else runs in the process
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,8 +43,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             statement_timeout_ms=settings.statement_timeout_ms,
             init=store.prepare_connection,
         )
-        db = Database(pool, acquire_timeout=settings.pool_acquire_timeout)
-        services = Services.build(settings, db, head_revision())
+        db = metrics.MeteredDatabase(
+            pool, acquire_timeout=settings.pool_acquire_timeout, waiting=own_metrics.pool_waiting
+        )
+        services = Services.build(settings, db, head_revision(), own_metrics)
         try:
             await check_schema(db, services.schema_head)
             await services.store.ensure_partitions_ahead()
@@ -68,7 +72,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    for router in (ingest.router, health.router, api.router, docs.router):
+    for router in (ingest.router, health.router, metrics.router, api.router, docs.router):
         app.include_router(router)
     http_errors.install(app, settings.retry_after_seconds)
 
@@ -77,6 +81,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     refuse = functools.partial(http_errors.render, retry_after=settings.retry_after_seconds)
     app.add_middleware(guard.HostCheck, rule=host_rule, refuse=refuse, log_seconds=settings.rejection_log_seconds)
     app.add_middleware(guard.SecurityHeaders)
+    # outermost: an OTLP request refused for its Host is counted too
+    app.add_middleware(metrics.RequestCounter, metrics=own_metrics)
     return app
 
 

@@ -181,6 +181,7 @@ async def handle(request: Request, signal: Signal, svc: Wired) -> Response:
         log.exception("%s: internal error", signal.name)
         return http_errors.otlp(InternalError(), kind, settings.retry_after_seconds)
     report.merge(result.rejected, result.errors)
+    svc.metrics.stored(signal.name, result.inserted, report.rejected)
     if report.rejected:
         log.warning(
             "%s: stored %d new, rejected %d: %s", signal.name, result.inserted, report.rejected, report.errors[0]

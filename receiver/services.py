@@ -1,13 +1,13 @@
 """What every handler is handed: one typed object that the application's lifespan builds (the database, the store,
-the key cache, the settings and what is derived from them), and the FastAPI dependencies that give it, and a
-request's key check, to a handler.
+the key cache, the settings and what is derived from them, the application's metrics), and the FastAPI
+dependencies that give it, and a request's key check, to a handler.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -19,6 +19,9 @@ from .query import ReadLimits
 from .ratelog import RateLimitedLog
 from .settings import Settings
 from .store import Store
+
+if TYPE_CHECKING:
+    from .metrics import ReceiverMetrics
 
 
 @dataclass(frozen=True)
@@ -34,20 +37,22 @@ class Services:
     reads: ReadLimits  # what bounds one read of the query API
     auth_failures: RateLimitedLog  # refused keys, one line per client address and interval
     schema_head: str  # the schema revision this code needs (/readyz)
+    metrics: ReceiverMetrics  # the application's own registry (/metrics)
 
     @classmethod
-    def build(cls, settings: Settings, db: Database, schema_head: str) -> Services:
-        """Every part, from the settings and the database."""
+    def build(cls, settings: Settings, db: Database, schema_head: str, metrics: ReceiverMetrics) -> Services:
+        """Every part, from the settings, the database and the application's metrics."""
         return cls(
             settings=settings,
             db=db,
-            store=Store(db),
+            store=Store(db, on_commit=metrics.committed),
             keys=auth.KeyCache(db, ttl=settings.key_cache_seconds),
             budget=DecodeBudget(settings.max_decoding_bytes),
             limits=flatten.Limits.from_settings(settings),
             reads=ReadLimits.from_settings(settings),
             auth_failures=auth.failure_log(settings.rejection_log_seconds),
             schema_head=schema_head,
+            metrics=metrics,
         )
 
 

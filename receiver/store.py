@@ -11,6 +11,7 @@ n. The SQL is `sql/store.sql`.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,11 +86,18 @@ async def prepare_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(_sql("create_stage_tables"))
 
 
-class Store:
-    """Writes span and metric rows through the receiver's Database (whose pool the application's lifespan owns)."""
+def _unobserved(table: str, seconds: float) -> None:
+    pass
 
-    def __init__(self, db: Database) -> None:
+
+class Store:
+    """Writes span and metric rows through the receiver's Database (whose pool the application's lifespan owns).
+
+    `on_commit(table, seconds)` is told how long each committed transaction took, from its start (/metrics)."""
+
+    def __init__(self, db: Database, on_commit: Callable[[str, float], None] = _unobserved) -> None:
         self._db = db
+        self._on_commit = on_commit
         self._months: set[tuple[str, datetime]] = set()
         self._spans, self._metrics = _tables()
 
@@ -114,15 +122,18 @@ class Store:
     async def _write(self, table: Table, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
         result = WriteResult()
         await self._ensure_partitions(table.name, set(months))
-        async with self._db.connection() as conn, conn.transaction():
-            # one chunk ahead, so the last one can leave clearing the staging table to the commit
-            pending: Sequence[tuple[Any, ...]] | None = None
-            async for records in _each(chunks):
+        async with self._db.connection() as conn:
+            started = time.perf_counter()
+            async with conn.transaction():
+                # one chunk ahead, so the last one can leave clearing the staging table to the commit
+                pending: Sequence[tuple[Any, ...]] | None = None
+                async for records in _each(chunks):
+                    if pending:
+                        await self._write_chunk(conn, table, pending, result, last=False)
+                    pending = records
                 if pending:
-                    await self._write_chunk(conn, table, pending, result, last=False)
-                pending = records
-            if pending:
-                await self._write_chunk(conn, table, pending, result, last=True)
+                    await self._write_chunk(conn, table, pending, result, last=True)
+            self._on_commit(table.name, time.perf_counter() - started)
         return result
 
     async def _write_chunk(
