@@ -149,7 +149,8 @@ class WorkflowRun:
 
     def plan(self, job: ShellJob) -> tuple[dict[str, str], list[str]]:
         """The environment and `glia run` options of one `shell:` job execution."""
-        self._named.wait(_NAME_TIMEOUT_S)
+        if not self._named.wait(_NAME_TIMEOUT_S):
+            self._named.set()  # no name is coming (an API caller that sends no workflow_started): stop waiting
         with self._lock:
             if job.bench_iteration in (None, 0):
                 self._hook_attempts[job.jobid] = self._hook_attempts.get(job.jobid, 0) + 1

@@ -54,3 +54,31 @@ def test_task_label_from_a_plain_file_name() -> None:
     assert _stem("bench/count_S01.tsv") == "count_S01"
     assert _stem("benchmarks/S1.bwa.benchmark.txt") == "S1.bwa"
     assert _stem("x.jsonl") == "x"
+
+
+def test_a_shell_jobs_glia_run_options_and_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from glia_otel._config import load_settings
+    from snakemake_logger_plugin_glia import _workflow
+    from snakemake_logger_plugin_glia._shell import ShellJob
+
+    monkeypatch.setattr(_workflow, "_NAME_TIMEOUT_S", 0.2)
+    run = _workflow.WorkflowRun(load_settings({}))
+
+    def job(attempt: int | None, bench_iteration: int | None = None) -> ShellJob:
+        return ShellJob(7, "align", {"sample": "S3"}, 4, {"mem_mb": 100, "_cores": 4}, attempt, bench_iteration, None)
+
+    t0 = time.monotonic()
+    env, options = run.plan(job(None))
+    run.plan(job(None, 0))  # the next execution: attempt 2, counted (no Job.attempt); and it did not wait
+    _, repeat = run.plan(job(None, 1))  # a benchmark repeat of the same attempt
+    assert time.monotonic() - t0 < 0.4
+    assert env == {"TRACEPARENT": f"00-{run.trace_id:032x}-{run.span_id:016x}-01", "OTEL_SERVICE_NAME": "align"}
+    assert options[:2] == ["--name", "align (sample=S3)"]
+    attrs = dict(options[i + 1].split("=", 1) for i in range(2, len(options), 2))
+    assert attrs["glia.task.attempt"] == "1" and attrs["glia.workflow.run_id"] == run.run_id
+    assert attrs["glia.requested.cpus"] == "4.0" and attrs["glia.requested.memory_bytes"] == "100000000"
+    assert attrs["glia.snakemake.wildcards.sample"] == "S3" and "glia.snakemake.resources._cores" not in attrs
+    assert "glia.task.attempt=2" in repeat and "glia.snakemake.bench_iteration=1" in repeat
+    assert "glia.task.attempt=5" in run.plan(job(5))[1]  # Snakemake's own attempt wins
