@@ -29,17 +29,30 @@ def glia_import(endpoint: str | None, spool: Path, *args: str) -> subprocess.Com
     )
 
 
-def bag(row: dict[str, Any]) -> dict[str, Any]:
-    value = row["attributes"]
-    return json.loads(value) if isinstance(value, str) else dict(value)
+# Attributes of the contract that migration 0004 made typed columns (the receiver moves them out of the bag).
+COLUMNS = {
+    "glia.workflow.engine": "workflow_engine",
+    "glia.workflow.run_id": "workflow_run_id",
+    "glia.workflow.name": "workflow_name",
+    "glia.task.name": "task_name",
+    "glia.task.attempt": "task_attempt",
+    "glia.requested.memory_bytes": "requested_memory_bytes",
+    "glia.requested.cpus": "requested_cpus",
+    "glia.requested.seconds": "requested_seconds",
+}
+
+
+def attr(row: dict[str, Any], name: str) -> Any:
+    """An attribute of a stored span (a row of `SELECT *`): its typed column where there is one, else the bag."""
+    column = COLUMNS.get(name)
+    if column is not None and row.get(column) is not None:
+        return row[column]
+    bag = row["attributes"]
+    return (json.loads(bag) if isinstance(bag, str) else bag).get(name)
 
 
 def rows(sql: Sql) -> list[dict[str, Any]]:
-    return sql(
-        "SELECT trace_id, span_id, parent_span_id, name, service_name, run_kind, status_code, status_message,"
-        " exit_code, peak_rss_bytes, peak_rss_method, cpu_percent, start_time, end_time, host_name,"
-        " attributes::text AS attributes FROM spans ORDER BY start_time, span_id"
-    )
+    return sql("SELECT * FROM spans ORDER BY start_time, span_id")
 
 
 def test_a_trace_with_custom_fields_imported_twice_is_stored_once(
@@ -57,7 +70,7 @@ def test_a_trace_with_custom_fields_imported_twice_is_stored_once(
     assert rows(sql) == stored  # the same ids, the same start times: nothing new, nothing changed
 
     (workflow,) = [r for r in stored if r["run_kind"] == "workflow"]
-    run_id = bag(workflow)["glia.workflow.run_id"]
+    run_id = attr(workflow, "glia.workflow.run_id")
     assert run_id.startswith("trace-")
     assert (workflow["trace_id"], workflow["span_id"]) == (
         f"{trace_id('nextflow', run_id):032x}",
@@ -65,7 +78,7 @@ def test_a_trace_with_custom_fields_imported_twice_is_stored_once(
     )
     assert workflow["name"] == "trace-custom" and workflow["service_name"] == "nextflow"
     tasks = {r["name"]: r for r in stored if r["run_kind"] == "task" and r["name"] != "flaky"}
-    flaky = sorted((r for r in stored if r["name"] == "flaky"), key=lambda r: bag(r)["glia.task.attempt"])
+    flaky = sorted((r for r in stored if r["name"] == "flaky"), key=lambda r: attr(r, "glia.task.attempt"))
     assert sorted(tasks) == sorted(
         [
             *("light (1)", "light (2)", "light (3)", "alloc (50 MiB)", "alloc (150 MiB)", "alloc (200 MiB)"),
@@ -74,14 +87,12 @@ def test_a_trace_with_custom_fields_imported_twice_is_stored_once(
     )
     for row in [*tasks.values(), *flaky]:
         assert row["trace_id"] == workflow["trace_id"] and row["parent_span_id"] == workflow["span_id"]
-        attrs = bag(row)
-        assert attrs["glia.workflow.run_id"] == run_id and attrs["glia.workflow.engine"] == "nextflow"
+        assert attr(row, "glia.workflow.run_id") == run_id and attr(row, "glia.workflow.engine") == "nextflow"
         assert row["start_time"] >= workflow["start_time"] and row["end_time"] <= workflow["end_time"]
-        key = ("hash", attrs["glia.nextflow.hash"], str(attrs["glia.task.attempt"]))
+        key = ("hash", attr(row, "glia.nextflow.hash"), str(attr(row, "glia.task.attempt")))
         assert row["span_id"] == f"{task_span_id('nextflow', run_id, key):016x}"
 
     alloc = tasks["alloc (50 MiB)"]
-    attrs = bag(alloc)
     assert alloc["service_name"] == "alloc"
     # 2 43/00576d alloc 50 MiB COMPLETED 0 1 ... 19.911 ... 20.489 549ms 8.6% 0.2% 61.4 MB 64397312 67.8 MB 0 0 1 GB 1 -
     assert alloc["start_time"] == datetime(2026, 12, 2, 17, 57, 19, 911000, tzinfo=UTC)
@@ -89,27 +100,27 @@ def test_a_trace_with_custom_fields_imported_twice_is_stored_once(
     assert (alloc["status_code"], alloc["exit_code"]) == (0, 0)
     assert (alloc["peak_rss_bytes"], alloc["peak_rss_method"]) == (64397312, "nextflow-poll")
     assert alloc["cpu_percent"] == 8.6
-    assert attrs["glia.nextflow.hash"] == "4300576d3bfaf3bc6186b2aefc22ab54"  # the full hash, from the work dir
-    assert attrs["glia.nextflow.hash_short"] == "43/00576d"
-    assert attrs["glia.nextflow.rss_bytes"] == round(61.4 * 1024**2)
-    assert attrs["glia.nextflow.peak_vmem_bytes"] == round(67.8 * 1024**2)
-    assert attrs["glia.nextflow.realtime_seconds"] == 0.549
-    assert attrs["glia.nextflow.mem_percent"] == 0.2
-    assert attrs["glia.requested.memory_bytes"] == 1024**3 and attrs["glia.requested.cpus"] == 1.0
-    assert "glia.requested.seconds" not in attrs  # `-`: missing, not zero
-    assert attrs["glia.nextflow.native_id"] == "9749"  # the executor's id (a Slurm job id), kept as text
+    assert attr(alloc, "glia.nextflow.hash") == "4300576d3bfaf3bc6186b2aefc22ab54"  # the full hash, from the work dir
+    assert attr(alloc, "glia.nextflow.hash_short") == "43/00576d"
+    assert attr(alloc, "glia.nextflow.rss_bytes") == round(61.4 * 1024**2)
+    assert attr(alloc, "glia.nextflow.peak_vmem_bytes") == round(67.8 * 1024**2)
+    assert attr(alloc, "glia.nextflow.realtime_seconds") == 0.549
+    assert attr(alloc, "glia.nextflow.mem_percent") == 0.2
+    assert attr(alloc, "glia.requested.memory_bytes") == 1024**3 and attr(alloc, "glia.requested.cpus") == 1.0
+    assert attr(alloc, "glia.requested.seconds") is None  # `-`: missing, not zero
+    assert attr(alloc, "glia.nextflow.native_id") == "9749"  # the executor's id (a Slurm job id), kept as text
 
-    light = bag(tasks["light (1)"])
-    assert light["glia.requested.seconds"] == 600.0 and light["glia.requested.memory_bytes"] == 64 * 1024**2
+    light = tasks["light (1)"]
+    assert attr(light, "glia.requested.seconds") == 600.0 and attr(light, "glia.requested.memory_bytes") == 64 * 1024**2
     broken = tasks["broken"]
     assert (broken["status_code"], broken["exit_code"]) == (2, 7)
     assert broken["status_message"] == "Nextflow: FAILED, exit code 7"
-    assert bag(broken)["glia.nextflow.error_action"] == "IGNORE"
-    assert [(r["status_code"], r["exit_code"], bag(r)["glia.nextflow.error_action"]) for r in flaky[:1]] == [
+    assert attr(broken, "glia.nextflow.error_action") == "IGNORE"
+    assert [(r["status_code"], r["exit_code"], attr(r, "glia.nextflow.error_action")) for r in flaky[:1]] == [
         (2, 3, "RETRY")
     ]
     assert (flaky[1]["status_code"], flaky[1]["exit_code"]) == (0, 0)
-    assert bag(flaky[0])["glia.nextflow.hash"] != bag(flaky[1])["glia.nextflow.hash"]
+    assert attr(flaky[0], "glia.nextflow.hash") != attr(flaky[1], "glia.nextflow.hash")
 
 
 def test_an_import_with_the_endpoint_down_is_spooled_and_flushed_once(
@@ -132,8 +143,8 @@ def test_an_import_with_the_endpoint_down_is_spooled_and_flushed_once(
     assert len(stored) == 11  # the spooled copy and the direct one are the same spans
     (workflow,) = [r for r in stored if r["run_kind"] == "workflow"]
     assert workflow["name"] == "nightly"
-    assert {bag(r)["glia.workflow.run_id"] for r in stored} == {"my-run"}
-    assert {bag(r)["glia.workflow.name"] for r in stored} == {"nightly"}
+    assert {attr(r, "glia.workflow.run_id") for r in stored} == {"my-run"}
+    assert {attr(r, "glia.workflow.name") for r in stored} == {"nightly"}
 
 
 def test_a_file_that_is_not_a_trace_is_refused_with_its_reason(tmp_path: Path) -> None:
