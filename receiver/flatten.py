@@ -1,7 +1,9 @@
 """Decoded OTLP messages -> rows: known attributes into typed columns, the rest into JSONB.
 
-The attribute contract is docs/attributes.md. A known attribute whose value has the wrong type (and cannot be read
-as the right one) stays in the JSONB bag instead of its column, so nothing a client sent is lost. Limits protect
+The attribute contract is docs/attributes.md; the workflow, task, scheduler and requested-resource attributes
+(`SPAN_OR_RESOURCE`) are read from the span, else from its resource. A known attribute whose value has the wrong
+type (and cannot be read as the right one) stays in the JSONB bag instead of its column, so nothing a client sent
+is lost. Spans start from `earliest_span_date` (old history is stored) to a few days ahead. Limits protect
 PostgreSQL from hostile spans: strings over `max_attribute_value_bytes` are cut, attribute values and free text alike
 (span and event names, status messages, scope fields, metric units; the keys and fields are listed in the span's or
 point's `glia.receiver.truncated` attribute and in partial_success), attributes past `max_attributes_per_span` and
@@ -20,7 +22,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -71,7 +73,35 @@ SPAN_ATTRIBUTE_COLUMNS: dict[str, tuple[str, str]] = {
     "glia.memory.oom_kills": ("oom_kills", "int32"),
     "glia.io.read_bytes": ("io_read_bytes", "int"),
     "glia.io.write_bytes": ("io_write_bytes", "int"),
+    # workflow engines and batch schedulers (revision 0004): these may come on the resource too (SPAN_OR_RESOURCE)
+    "glia.workflow.engine": ("workflow_engine", "str"),
+    "glia.workflow.run_id": ("workflow_run_id", "str"),
+    "glia.workflow.name": ("workflow_name", "str"),
+    "glia.task.name": ("task_name", "str"),
+    "glia.task.attempt": ("task_attempt", "int32"),
+    "glia.scheduler.name": ("scheduler", "str"),
+    "glia.scheduler.job_id": ("scheduler_job_id", "str"),
+    "glia.requested.memory_bytes": ("requested_memory_bytes", "int"),
+    "glia.requested.cpus": ("requested_cpus", "float"),
+    "glia.requested.seconds": ("requested_seconds", "float"),
 }
+
+# Span attributes that may be resource attributes instead: a scheduler's context is the process's (every client puts
+# it on the resource), a task's request or workflow may be either (a `glia run` task told by OTEL_RESOURCE_ATTRIBUTES,
+# an application whose resource is its own). The span's value wins; a resource's value stays in the resource bag as
+# well, since the resource is shared by spans that may carry their own.
+SPAN_OR_RESOURCE: tuple[str, ...] = (
+    "glia.workflow.engine",
+    "glia.workflow.run_id",
+    "glia.workflow.name",
+    "glia.task.name",
+    "glia.task.attempt",
+    "glia.scheduler.name",
+    "glia.scheduler.job_id",
+    "glia.requested.memory_bytes",
+    "glia.requested.cpus",
+    "glia.requested.seconds",
+)
 
 SPAN_COLUMNS: tuple[str, ...] = (
     "trace_id",
@@ -146,6 +176,7 @@ INDEXED_TEXT: dict[str, dict[str, str]] = {
         "host_name": "host.name",
         "process_owner": "process.owner",
         "script_sha256": "glia.script.sha256",
+        "workflow_run_id": "glia.workflow.run_id",
     },
     "metric_points": {
         "metric_name": "metric name",
@@ -167,8 +198,9 @@ class Limits:
     max_attributes: int = 2048
     max_value_bytes: int = 64 * 1024
     max_events: int = 1024
-    max_age_days: int = 400
+    max_age_days: int | None = None  # besides earliest: refuse spans older than this many days
     max_future_days: int = 31
+    earliest: date = date(2000, 1, 1)  # the first UTC day a span may start on
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -179,6 +211,7 @@ class Limits:
             max_events=settings.max_events_per_span,
             max_age_days=settings.max_span_age_days,
             max_future_days=settings.max_span_future_days,
+            earliest=settings.earliest_span_date,
         )
 
 
@@ -381,7 +414,15 @@ def months(times: Iterable[int], limits: Limits, now_ns: int) -> set[datetime]:
 
 
 def _window(limits: Limits, now_ns: int) -> tuple[int, int]:
-    return now_ns - limits.max_age_days * NS_PER_DAY, now_ns + limits.max_future_days * NS_PER_DAY
+    """The first and last start time accepted (nanoseconds): from the earliest day, or the age limit when that is
+    later, to the days ahead allowed."""
+    earliest = (limits.earliest.toordinal() - _EPOCH_ORDINAL) * NS_PER_DAY
+    if limits.max_age_days is not None:
+        earliest = max(earliest, now_ns - limits.max_age_days * NS_PER_DAY)
+    return earliest, now_ns + limits.max_future_days * NS_PER_DAY
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 def _cut_message(where: str, keys: list[str], limits: Limits) -> str:
@@ -395,10 +436,18 @@ class _ResourcePart:
     json: str
     cut: list[str]
     problem: str | None
+    # (position in the span attribute columns, value) of the resource's SPAN_OR_RESOURCE attributes
+    fallback: list[tuple[int, Any]]
 
 
 _SPAN_IDENTIFYING = [
     (i, key) for i, (key, (column, _)) in enumerate(RESOURCE_COLUMNS.items()) if column in INDEXED_TEXT["spans"]
+]
+_SPAN_ATTRIBUTE_INDEX = {key: i for i, key in enumerate(SPAN_ATTRIBUTE_COLUMNS)}
+_FALLBACK = [(_SPAN_ATTRIBUTE_INDEX[key], key, SPAN_ATTRIBUTE_COLUMNS[key][1]) for key in SPAN_OR_RESOURCE]
+# Span attribute columns whose values are indexed: checked on each span, since the value may be the resource's.
+_ATTRIBUTE_IDENTIFYING = [
+    (i, key) for i, (key, (column, _)) in enumerate(SPAN_ATTRIBUTE_COLUMNS.items()) if column in INDEXED_TEXT["spans"]
 ]
 
 
@@ -412,7 +461,13 @@ def _resource_part(resource: Resource, limits: Limits) -> _ResourcePart:
         if size is not None:
             problem = "resource attribute " + _over_index_limit(key, size)
             break
-    return _ResourcePart(columns, _dumps(attributes), [f"resource.{k}" for k in bag.truncated_keys], problem)
+    fallback = []
+    for i, key, kind in _FALLBACK:
+        raw = attributes.get(key)
+        value = _coerce(raw, kind) if raw is not None else None
+        if value is not None:
+            fallback.append((i, value))
+    return _ResourcePart(columns, _dumps(attributes), [f"resource.{k}" for k in bag.truncated_keys], problem, fallback)
 
 
 def _scope_part(scope: Any, limits: Limits) -> tuple[str | None, str | None, list[str]]:
@@ -490,7 +545,8 @@ def _span_problem(span: Span, earliest: int, latest: int) -> str | None:
     if not earliest <= start <= latest:
         return (
             f"start_time_unix_nano {start} ({_time(start).isoformat() if start else 'unset'}) is outside "
-            f"the accepted window {_time(earliest).date()} .. {_time(latest).date()}"
+            f"the accepted window {_time(earliest).date()} .. {_time(latest).date()} (the receiver's"
+            " GLIA_EARLIEST_SPAN_DATE, GLIA_MAX_SPAN_AGE_DAYS and GLIA_MAX_SPAN_FUTURE_DAYS)"
         )
     if end < start:
         return f"end_time_unix_nano {end} is before start_time_unix_nano {start}"
@@ -511,6 +567,13 @@ def _span_row(
     converter = _Bag(limits)
     bag = converter.convert(span.attributes, limits.max_attributes)
     attribute_columns = _split(bag, SPAN_ATTRIBUTE_COLUMNS)
+    for i, value in resource.fallback:
+        if attribute_columns[i] is None:
+            attribute_columns[i] = value
+    for i, key in _ATTRIBUTE_IDENTIFYING:
+        size = _overlong(attribute_columns[i])
+        if size is not None:
+            raise _Unfit(_over_index_limit(key, size))
     events: list[dict[str, Any]] = []
     for event in span.events or ():
         if len(events) >= limits.max_events:

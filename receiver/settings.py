@@ -6,6 +6,7 @@ The database commands (`glia runs`, ...) start without pydantic: they read their
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -34,8 +35,12 @@ class Settings(BaseSettings):
     max_attributes_per_span: int = Field(default=2048, ge=1)
     max_attribute_value_bytes: int = Field(default=64 * 1024, ge=256)
     max_events_per_span: int = Field(default=1024, ge=0)
-    # Spans are accepted when they start within this window around now (partitions are made on demand).
-    max_span_age_days: int = Field(default=400, ge=1)
+    # Spans are accepted when they start from earliest_span_date (UTC) to max_span_future_days ahead; partitions are
+    # made on demand for any month in between, so imported history is stored. Every clock fault seen (an unset time,
+    # seconds or microseconds read as nanoseconds) reads 1970, before the default. max_span_age_days, when set, also
+    # refuses spans older than that many days (docs/receiver.md, "Old history").
+    earliest_span_date: date = date(2000, 1, 1)
+    max_span_age_days: int | None = Field(default=None, ge=1)
     max_span_future_days: int = Field(default=31, ge=1)
     # Bytes of request bodies being decoded and written at once (decoding costs several times a body's size); a
     # request that cannot get its share within decode_wait_seconds is answered 503 + Retry-After.

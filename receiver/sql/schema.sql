@@ -48,6 +48,17 @@ CREATE TABLE spans (
     oom_kills                 integer,    -- processes the OOM killer ended in the run's cgroup
     io_read_bytes             bigint,
     io_write_bytes            bigint,
+    -- workflow engines and batch schedulers (revision 0004): span attributes, else the resource's
+    workflow_engine           text,
+    workflow_run_id           text,       -- the engine's id of one workflow run
+    workflow_name             text,
+    task_name                 text,
+    task_attempt              integer,    -- 1-based
+    scheduler                 text,       -- slurm, pbs, lsf, sge, kubernetes, github-actions, gitlab-ci
+    scheduler_job_id          text,       -- a Slurm array task as ARRAYJOBID_TASKID
+    requested_memory_bytes    bigint,
+    requested_cpus            double precision,
+    requested_seconds         double precision,
     -- everything else
     attributes                jsonb       NOT NULL DEFAULT '{}',
     resource                  jsonb       NOT NULL DEFAULT '{}',
@@ -66,6 +77,8 @@ CREATE INDEX spans_host_time_idx ON spans (host_name, start_time DESC);
 CREATE INDEX spans_script_sha_idx ON spans (script_sha256) WHERE script_sha256 IS NOT NULL;
 CREATE INDEX spans_parent_idx ON spans (trace_id, parent_span_id);
 CREATE INDEX spans_attributes_idx ON spans USING gin (attributes jsonb_path_ops);
+-- A workflow's tasks by its engine's id, whether or not the workflow span arrived (revision 0004).
+CREATE INDEX spans_workflow_run_idx ON spans (workflow_run_id, start_time DESC) WHERE workflow_run_id IS NOT NULL;
 
 CREATE TABLE metric_points (
     point_id             uuid        NOT NULL,  -- hash of the point's identity: a resent batch adds nothing
@@ -160,6 +173,16 @@ SELECT
     s.oom_kills,
     s.io_read_bytes,
     s.io_write_bytes,
+    s.workflow_engine,
+    s.workflow_run_id,
+    s.workflow_name,
+    s.task_name,
+    s.task_attempt,
+    s.scheduler,
+    s.scheduler_job_id,
+    s.requested_memory_bytes,
+    s.requested_cpus,
+    s.requested_seconds,
     s.service_instance_id,
     s.attributes,
     s.resource
