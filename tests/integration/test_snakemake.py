@@ -81,13 +81,6 @@ def _bag(row: dict[str, Any]) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else dict(value or {})
 
 
-def _field(row: dict[str, Any], column: str, attribute: str) -> Any:
-    """A contract value: its typed column (migration 0004), else still in the attribute bag."""
-    if row.get(column) is not None:
-        return row[column]
-    return _bag(row).get(attribute)
-
-
 def _gnu_time_kib(command: str) -> int:
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "%M", "/bin/bash", "-c", command], capture_output=True, text=True, timeout=60
@@ -108,10 +101,10 @@ def test_every_job_attempt_is_a_child_run(tmp_path: Path, receiver: ReceiverServ
     assert not (tmp_path / "spool").exists() or not any((tmp_path / "spool").iterdir())  # all delivered
 
     (workflow,) = sql("SELECT * FROM spans WHERE run_kind = 'workflow'")
-    run_id = _field(workflow, "workflow_run_id", "glia.workflow.run_id")
+    run_id = workflow["workflow_run_id"]
     assert len(run_id) == 36 and run_id.count("-") == 4  # a uuid the plugin made
-    assert _field(workflow, "workflow_engine", "glia.workflow.engine") == "snakemake"
-    assert _field(workflow, "workflow_name", "glia.workflow.name") == "wf"  # the Snakefile's directory
+    assert workflow["workflow_engine"] == "snakemake"
+    assert workflow["workflow_name"] == "wf"  # the Snakefile's directory
     assert workflow["name"] == "wf" and workflow["parent_span_id"] is None
     assert workflow["status_code"] == 2 and "1 job(s) failed" in workflow["status_message"]
     assert _bag(workflow)["glia.snakemake.jobs"] == 21
@@ -122,11 +115,11 @@ def test_every_job_attempt_is_a_child_run(tmp_path: Path, receiver: ReceiverServ
     for row in tasks:
         assert row["trace_id"] == workflow["trace_id"]
         assert row["parent_span_id"] == workflow["span_id"]
-        assert _field(row, "workflow_run_id", "glia.workflow.run_id") == run_id
-        assert _field(row, "workflow_engine", "glia.workflow.engine") == "snakemake"
-        assert _field(row, "workflow_name", "glia.workflow.name") == "wf"
+        assert row["workflow_run_id"] == run_id
+        assert row["workflow_engine"] == "snakemake"
+        assert row["workflow_name"] == "wf"
         assert row["service_name"] == _bag(row)["glia.snakemake.rule"]  # program_name: the rule
-        assert row["name"] == _field(row, "task_name", "glia.task.name")
+        assert row["name"] == row["task_name"]
         assert workflow["start_time"] <= row["start_time"] <= row["end_time"] <= workflow["end_time"]
 
     by_rule: dict[str, list[dict[str, Any]]] = {}
@@ -157,14 +150,14 @@ def test_every_job_attempt_is_a_child_run(tmp_path: Path, receiver: ReceiverServ
     for row in counts:
         sample = _bag(row)["glia.snakemake.wildcards.sample"]
         assert row["name"] == f"count (sample={sample})"
-        assert int(_field(row, "task_attempt", "glia.task.attempt")) == 1
+        assert row["task_attempt"] == 1
         assert row["exit_code"] == 0 and row["status_code"] == 0
         assert _bag(row)["glia.snakemake.benchmark"] == f"bench/count_{sample}.tsv"
     assert len({int(_bag(r)["glia.snakemake.jobid"]) for r in tasks}) == 21  # one jobid per job
 
     for rule in ("flaky", "broken"):
-        first, second = sorted(by_rule[rule], key=lambda r: int(_field(r, "task_attempt", "glia.task.attempt")))
-        assert [int(_field(r, "task_attempt", "glia.task.attempt")) for r in (first, second)] == [1, 2]
+        first, second = sorted(by_rule[rule], key=lambda r: r["task_attempt"])
+        assert [r["task_attempt"] for r in (first, second)] == [1, 2]
         assert _bag(first)["glia.snakemake.jobid"] == _bag(second)["glia.snakemake.jobid"]
         assert first["exit_code"] == 3 and first["status_code"] == 2
         assert first["end_time"] <= second["start_time"]
@@ -172,14 +165,21 @@ def test_every_job_attempt_is_a_child_run(tmp_path: Path, receiver: ReceiverServ
     assert [r["exit_code"] for r in by_rule["broken"]] == [3, 3]
 
     (alloc,) = by_rule["alloc"]
-    assert float(_field(alloc, "requested_cpus", "glia.requested.cpus")) == 2.0
-    assert int(_field(alloc, "requested_memory_bytes", "glia.requested.memory_bytes")) == 300_000_000
-    assert float(_field(alloc, "requested_seconds", "glia.requested.seconds")) == 120.0
+    assert alloc["requested_cpus"] == 2.0
+    assert alloc["requested_memory_bytes"] == 300_000_000
+    assert alloc["requested_seconds"] == 120.0
     assert str(_bag(alloc)["glia.snakemake.threads"]) == "2"
     assert int(_bag(alloc)["glia.snakemake.resources.mem_mb"]) == 300
     reference = _gnu_time_kib(ALLOC) * 1024
     assert reference > 200 * MIB
     assert abs(alloc["peak_rss_bytes"] - reference) <= 0.03 * reference, (alloc["peak_rss_bytes"], reference)
+
+    # what users query: the runs view, by the engine's run id
+    view = sql("SELECT * FROM runs WHERE workflow_run_id = $1 ORDER BY started_at", run_id)
+    assert len(view) == 24 and view[0]["run_kind"] == "workflow"
+    (alloc_run,) = [r for r in view if r["program_name"] == "alloc"]
+    assert alloc_run["task_name"] == "alloc" and alloc_run["max_rss_kb"] == alloc["peak_rss_bytes"] // 1024
+    assert sorted(r["task_attempt"] for r in view if r["program_name"] == "flaky") == [1, 2]
 
 
 def test_endpoint_down_neither_fails_nor_slows_the_workflow(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
@@ -258,7 +258,7 @@ def test_import_benchmark_files_twice_stores_once(tmp_path: Path, receiver: Rece
     assert alloc["peak_rss_method"] == "snakemake-benchmark"
     assert alloc["peak_rss_bytes"] == round(record["max_rss"] * MIB)
     assert alloc["name"] == "alloc" and _bag(alloc)["glia.snakemake.jobid"] == record["jobid"]
-    assert float(_field(alloc, "requested_memory_bytes", "glia.requested.memory_bytes")) == 300_000_000
+    assert alloc["requested_memory_bytes"] == 300_000_000
     assert abs(alloc["duration_ns"] / 1e9 - record["s"]) < 1e-3
     touches = sorted((r for r in tasks if r["service_name"] == "touch"), key=lambda r: r["name"])
     assert [r["name"] for r in touches] == ["touch (name=a)"] * 2 + ["touch (name=b)"] * 2
@@ -297,4 +297,4 @@ def test_a_snakefiles_own_shell_settings_still_apply(tmp_path: Path, receiver: R
     assert row["process_command_args"][:2] == ["/bin/sh", "-c"]
     assert row["exit_code"] == 0 and row["peak_rss_method"] in ("wait4", "wait4-python")
     # the standard layout (workflow/Snakefile) is named after the project's directory
-    assert _field(row, "workflow_name", "glia.workflow.name") == "rnaseq"
+    assert row["workflow_name"] == "rnaseq"
