@@ -240,6 +240,44 @@ def fresh_database(pg: PgServer, name: str) -> str:
     return with_database(pg.admin_url, name)
 
 
+@contextmanager
+def holding(url: str, statement: str) -> Iterator[int]:
+    """Run `statement` (a LOCK TABLE) in a transaction on a connection of its own and keep it open for the block;
+    yields that backend's pid. `LOCK TABLE spans IN SHARE MODE` holds every insert and lets reads through."""
+    import threading
+
+    ready, release = threading.Event(), threading.Event()
+    pid: list[int] = []
+    failed: list[BaseException] = []
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            async with conn.transaction():
+                await conn.execute(statement)
+                pid.append(conn.get_server_pid())
+                ready.set()
+                await asyncio.to_thread(release.wait)
+        finally:
+            await conn.close()
+
+    def run() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:
+            failed.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(10) and pid, f"could not run {statement!r}: {failed}"
+    try:
+        yield pid[0]
+    finally:
+        release.set()
+        thread.join(10)
+
+
 def create_key(capsys: pytest.CaptureFixture[str], url: str, name: str, scope: str) -> str:
     """`glia keys create NAME --scope SCOPE` in this process; returns the secret it printed."""
     from glia_otel._cli import main

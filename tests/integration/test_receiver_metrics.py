@@ -3,22 +3,18 @@ prometheus-client's own parser; waits made real by a PostgreSQL lock that holds 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ReceiverServer
-from tests.helpers import PB, Sql, create_key, pb_request, post
+from tests.helpers import PB, Sql, create_key, holding, pb_request, post
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -145,40 +141,7 @@ def test_each_application_keeps_its_own_registry(receiver_factory: Callable[...,
     assert value(scrape(second), "glia_receiver_requests_total", signal="traces", status="200") == 0
 
 
-# --- waits: writes held by a lock on spans --------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def spans_locked(url: str) -> Iterator[None]:
-    """Hold `LOCK spans IN SHARE MODE` for the block: inserts wait, reads (and new staging tables) do not."""
-    locked, release = threading.Event(), threading.Event()
-    failed: list[BaseException] = []
-
-    async def hold() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            async with conn.transaction():
-                await conn.execute("LOCK TABLE spans IN SHARE MODE")
-                locked.set()
-                await asyncio.to_thread(release.wait)
-        finally:
-            await conn.close()
-
-    def run() -> None:
-        try:
-            asyncio.run(hold())
-        except BaseException as exc:
-            failed.append(exc)
-            locked.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert locked.wait(10) and not failed, failed
-    try:
-        yield
-    finally:
-        release.set()
-        thread.join(10)
+# --- waits: writes held by a lock on spans (reads pass) ------------------------------------------------------
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
@@ -215,7 +178,7 @@ def test_pool_in_use_and_waiting(receiver_factory: Callable[..., ReceiverServer]
     receiver = receiver_factory(pool_max_size=1, pool_acquire_timeout=30, key_cache_seconds=3600)
     assert post(receiver, pb_request(seed=1).SerializeToString(), PB).status_code == 200  # the one connection
     assert value(scrape(receiver), "glia_receiver_pool_connections", state="idle") == 1
-    with ThreadPoolExecutor(2) as pool, spans_locked(database_url):
+    with ThreadPoolExecutor(2) as pool, holding(database_url, "LOCK TABLE spans IN SHARE MODE"):
         first: Future[httpx.Response] = pool.submit(post, receiver, pb_request(seed=2).SerializeToString(), PB)
         wait_for(lambda: blocked_inserts(sql) == 1, "the first request's insert is not waiting for the lock")
         second: Future[httpx.Response] = pool.submit(post, receiver, pb_request(seed=3).SerializeToString(), PB)
@@ -241,7 +204,7 @@ def test_decode_budget_in_use_and_waiting(
 ) -> None:
     # a budget of one byte: a request holds all of it from decode to commit, the next one waits its turn
     receiver = receiver_factory(max_decoding_bytes=1, decode_wait_seconds=30, key_cache_seconds=3600)
-    with ThreadPoolExecutor(2) as pool, spans_locked(database_url):
+    with ThreadPoolExecutor(2) as pool, holding(database_url, "LOCK TABLE spans IN SHARE MODE"):
         first: Future[httpx.Response] = pool.submit(post, receiver, pb_request(seed=2).SerializeToString(), PB)
         wait_for(lambda: blocked_inserts(sql) == 1, "the first request's insert is not waiting for the lock")
         second: Future[httpx.Response] = pool.submit(post, receiver, pb_request(seed=3).SerializeToString(), PB)
