@@ -1,6 +1,7 @@
 """Resource attributes (one set per process), as docs/attributes.md lists them.
 
-Standard library only and cheap: `glia run` builds these while its child runs.
+Standard library only and cheap: `glia run` builds these while its child runs. The scheduler a process runs under
+(Slurm, PBS, LSF, SGE, Kubernetes, CI) comes from `_scheduler.py`; `OTEL_RESOURCE_ATTRIBUTES` wins over it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 import sys
 
 from ._redact import redact_args
+from ._scheduler import scheduler_attributes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -217,6 +219,7 @@ def python_process_attributes(
     if record_args:
         attrs["process.command_args"] = redact_args([sys.executable, *sys.orig_argv[1:]])
     _add_script(attrs, script)
+    attrs.update(scheduler_attributes(os.environ, extra))
     attrs.update(extra)
     attrs["service.name"] = service_name or (service_name_for(script) if script else _fallback_name())
     return attrs
@@ -245,6 +248,7 @@ def command_attributes(
     if record_args:
         attrs["process.command_args"] = redact_args(list(argv))
     _add_script(attrs, script)
+    attrs.update(scheduler_attributes(os.environ, extra))
     attrs.update(extra)
     attrs["service.name"] = service_name or service_name_for(script or argv[0])
     return attrs

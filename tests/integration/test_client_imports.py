@@ -36,7 +36,7 @@ RUN_IMPORTS = frozenset(
             f"glia_otel.{m}"
             for m in ("_cgroup", "_cli", "_config", "_deliver", "_export", "_log", "_measure", "_otlp", "_redact")
         ),
-        *(f"glia_otel.{m}" for m in ("_resource", "_run", "_spawner", "_spool", "_version")),
+        *(f"glia_otel.{m}" for m in ("_resource", "_run", "_scheduler", "_spawner", "_spool", "_version")),
         "glia_otel",
     }
 )
@@ -62,7 +62,8 @@ BLOCK_IMPORTS = frozenset(
         "zlib",
         "glia_otel",
         *(f"glia_otel.{m}" for m in ("_attrs", "_config", "_deliver", "_export", "_log", "_measure", "_metrics")),
-        *(f"glia_otel.{m}" for m in ("_otlp", "_pipeline", "_redact", "_resource", "_span", "_spool", "_track")),
+        *(f"glia_otel.{m}" for m in ("_otlp", "_pipeline", "_redact", "_resource", "_scheduler", "_span", "_spool")),
+        "glia_otel._track",
         "glia_otel._version",
     }
 )
