@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -230,6 +231,16 @@ def start_cluster(timeout: float = 60) -> SlurmCluster:
         raise
 
 
+def _cancel_jobs(timeout: float) -> None:
+    """Cancel this user's jobs still queued or running (a test that timed out leaves its jobs behind) and wait
+    for them to go: only on a controller test sessions started, which no one else submits to."""
+    user = pwd.getpwuid(os.geteuid()).pw_name
+    _run(["scancel", f"--user={user}"])
+    deadline = time.monotonic() + timeout
+    while _run(["squeue", "-h", f"--user={user}"]).stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.3)
+
+
 def stop_cluster(cluster: SlurmCluster, timeout: float = 30) -> None:
     """Leave the cluster; the last session out stops every daemon test sessions started, by pid."""
     if cluster._users is None:
@@ -244,6 +255,8 @@ def stop_cluster(cluster: SlurmCluster, timeout: float = 30) -> None:
         with START_LOCK.open("ab") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             started = json.loads(STARTED.read_text()) if STARTED.exists() else []
+            if any(d["name"] == "slurmctld" and _alive(d["pid"], d["name"]) for d in started):
+                _cancel_jobs(timeout)
             # slurmd and slurmctld before munged, which they need to say goodbye
             for daemon in reversed(started):
                 if _alive(daemon["pid"], daemon["name"]):
