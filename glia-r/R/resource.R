@@ -79,8 +79,12 @@
     add("glia.script.path", script)
     add("glia.script.sha256", .sha256_file(script))
   }
+  extra <- .parse_key_values(.env("OTEL_RESOURCE_ATTRIBUTES"))
+  # The scheduler's context (scheduler.R), where OTEL_RESOURCE_ATTRIBUTES does not say otherwise.
+  scheduler <- tryCatch(.scheduler_attributes(given = extra), error = function(e) list())
+  for (key in setdiff(names(scheduler), names(extra))) attrs[[key]] <- scheduler[[key]]
   # OTEL_RESOURCE_ATTRIBUTES adds to, but does not replace, what was measured (OTEL_SERVICE_NAME wins already).
-  for (key in names(extra <- .parse_key_values(.env("OTEL_RESOURCE_ATTRIBUTES")))) {
+  for (key in names(extra)) {
     if (is.null(attrs[[key]])) attrs[[key]] <- extra[[key]]
   }
   attrs

@@ -1,13 +1,15 @@
-"""Runs under a scheduler, with no option given: `glia run` and a tracked block in an environment set as a Slurm
-array task's (and a GitLab CI job's, tokens included) store the scheduler's context in the row's columns."""
+"""Runs under a scheduler, with no option given: `glia run`, a tracked Python block and an R script in an environment
+set as a Slurm array task's (or a GitLab CI job's), tokens included, store the scheduler's context in the row."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ReceiverServer
+from tests.conftest import ReceiverServer, need
 from tests.helpers import Sql, client_env, glia_run, run_python
 
 MIB = 1024 * 1024
@@ -82,4 +84,18 @@ def test_a_tracked_block_in_a_gitlab_job_records_the_pipeline(
     assert row["scheduler"] == "gitlab-ci" and row["scheduler_job_id"] == "31337"
     bag = _bag(row)
     assert bag["cicd.pipeline.run.id"] == "991" and bag["cicd.pipeline.name"] == "lab/pipeline"
+    assert "SECRET" not in json.dumps(sql("SELECT * FROM spans"), default=str)
+
+
+def test_an_r_script_in_a_slurm_array_task_stores_its_job(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    need(shutil.which("Rscript"), "Rscript is not installed (run .ci/install-r.sh)")
+    script = tmp_path / "job.R"
+    script.write_text('library(glia)\ninvisible(glia_track(sum(1:10), name = "step"))\n')
+    env = client_env(receiver.url, tmp_path / "spool", **SLURM_ARRAY_TASK, **TOKENS)
+    proc = subprocess.run(["Rscript", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = sql(f"SELECT {COLUMNS} FROM spans")
+    assert row["scheduler"] == "slurm" and row["scheduler_job_id"] == "4242_3"
+    assert row["requested_memory_bytes"] == 500 * MIB and row["requested_cpus"] == 2.0
+    assert _bag(row)["glia.scheduler.partition"] == "short"
     assert "SECRET" not in json.dumps(sql("SELECT * FROM spans"), default=str)
