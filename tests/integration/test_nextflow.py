@@ -175,7 +175,7 @@ def gnu_time_peak_kib(argv: list[str]) -> int:
     return int(proc.stderr.strip().splitlines()[-1])
 
 
-# Attributes of the contract that migration 0004 made typed columns (the receiver moves them out of the bag).
+# The contract's attributes that revision 0004 made typed columns (the receiver moves them out of the bag).
 COLUMNS = {
     "glia.workflow.engine": "workflow_engine",
     "glia.workflow.run_id": "workflow_run_id",
@@ -189,12 +189,14 @@ COLUMNS = {
 
 
 def attr(row: dict[str, Any], name: str) -> Any:
-    """An attribute of a stored span (a row of `SELECT *`): its typed column where there is one, else the bag."""
-    column = COLUMNS.get(name)
-    if column is not None and row.get(column) is not None:
-        return row[column]
+    """An attribute of a stored span (a row of `SELECT *`): its typed column where there is one, else the bag's."""
     bag = row["attributes"]
-    return (json.loads(bag) if isinstance(bag, str) else bag).get(name)
+    bag = json.loads(bag) if isinstance(bag, str) else bag
+    column = COLUMNS.get(name)
+    if column is not None:
+        assert name not in bag, f"{name} in the bag, not only in its column {column}"
+        return row[column]
+    return bag.get(name)
 
 
 def spans(sql: Sql, trace_id: str) -> list[dict[str, Any]]:
