@@ -446,6 +446,10 @@ def workflow_main(argv: list[str]) -> int:
         print("glia nextflow-workflow: no session id or start time given; nothing recorded", file=sys.stderr)
         return 2
     resource, span = built
+    from ._scheduler import scheduler_attributes
+
+    # the scheduler the run itself runs under (a head job in Slurm, a CI job), as every glia client records it
+    resource.update(scheduler_attributes(os.environ, settings.resource_attributes))
     resource = {**resource, **settings.resource_attributes, "service.name": resource["service.name"]}
     from ._deliver import send
     from ._otlp import encode_request

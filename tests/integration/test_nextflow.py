@@ -4,7 +4,8 @@ One pipeline of 24 task attempts (17 light tasks, allocations of 50, 150 and 200
 task that is ignored, a task whose tag needs quoting) is checked row by row: one row per attempt, the workflow span
 and its children, the names, ids, requested resources, and the 200 MiB task's peak within 3% of GNU time's %M for the
 same program. glia itself sits at a path that needs escaping in the config. A second run, endpoint down, fails by its
-own task: the pipeline behaves as without glia and its runs come out of the spool, the workflow span with its error.
+own task: the pipeline behaves as without glia and its runs come out of the spool, the workflow span with its error
+and, the run being a Slurm job's, that job's id like its tasks.
 
 A JVM start costs seconds: each test starts Nextflow once, bounded by NXF_TIMEOUT_S.
 """
@@ -330,7 +331,8 @@ def test_endpoint_down_the_pipeline_runs_as_without_glia_and_its_runs_are_spoole
     (work / "test.config").write_text(TEST_CONFIG)
     config = glia_config(tmp_path)
     spool = tmp_path / "spool"
-    env = client_env(None, spool)  # a port nothing listens on
+    # a port nothing listens on; and the run is a Slurm job's (a head job running the local executor)
+    env = client_env(None, spool, SLURM_JOB_ID="4711", SLURM_JOB_NAME="nf-head")
     proc = nextflow(nxf_lib, work, env, "main.nf", "-c", str(work / "test.config"), "-c", str(config))
     # Nextflow's own verdict: its task `bad` failed (exit 5); glia added no failure of its own
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -350,6 +352,7 @@ def test_endpoint_down_the_pipeline_runs_as_without_glia_and_its_runs_are_spoole
     assert attr(workflow, "glia.nextflow.error_message") == "bad input"
     assert workflow["status_message"] == "bad input"
     assert attr(workflow, "glia.nextflow.exit_status") == 5
+    assert (workflow["scheduler"], workflow["scheduler_job_id"]) == ("slurm", "4711")
     errs = list(work.glob("work/*/*/.command.err"))
     assert len(errs) == 2
     for err in errs:
@@ -358,4 +361,5 @@ def test_endpoint_down_the_pipeline_runs_as_without_glia_and_its_runs_are_spoole
     rows = {r["name"]: r for r in spans(sql, workflow["trace_id"]) if r["run_kind"] == "task"}
     assert rows["ok"]["exit_code"] == 0 and rows["ok"]["parent_span_id"] == workflow["span_id"]
     assert (rows["bad"]["exit_code"], rows["bad"]["status_code"]) == (5, 2)
+    assert {(r["scheduler"], r["scheduler_job_id"]) for r in rows.values()} == {("slurm", "4711")}
     assert rows["bad"]["parent_span_id"] == workflow["span_id"]
