@@ -30,6 +30,15 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = "glia_template"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # registered here, not in pyproject.toml, beside the reason it exists (.ci/run, docs/testing.md)
+    config.addinivalue_line(
+        "markers",
+        "no_coverage: asserts a figure of a process's own (time, memory, the modules it imports) that coverage's"
+        " tracer changes; .ci/run runs it outside the coverage pass",
+    )
+
+
 def need(condition: object, reason: str) -> None:
     """Skip the test unless `condition`; under CI a missing tool is a failure, not a skip."""
     if condition:
