@@ -291,7 +291,7 @@ def main(argv: list[str]) -> int:
     if task is not None:
         from ._nextflow import task_log
 
-        sys.stderr = task_log(task)  # type: ignore[assignment] # the task's stderr is the task's own
+        sys.stderr = task_log(task)  # the task's stderr is the task's own
         # a task's run is named after the task, its program is the process, its parent the workflow's span
         name = name or task.name
         settings.service_name = task.program
