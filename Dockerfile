@@ -21,6 +21,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 COPY glia_otel ./glia_otel
 COPY receiver ./receiver
 COPY migrations ./migrations
+COPY snakemake_logger_plugin_glia ./snakemake_logger_plugin_glia
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --extra server --no-editable
 

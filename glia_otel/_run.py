@@ -522,7 +522,8 @@ def _span_attributes(
     """The run's attributes. Two memory figures, two names: `peak_rss` is the largest single process's peak (GNU
     time's %M), `tree_peak` the whole tree's (a cgroup's charged-memory peak, else a sampled sum)."""
     attrs: dict[str, Any] = dict(custom)
-    attrs["glia.run.kind"] = "command"
+    # A workflow engine's wrapper says its run is a task (--attr glia.run.kind=task); anything else is a command.
+    attrs["glia.run.kind"] = "task" if custom.get("glia.run.kind") == "task" else "command"
     attrs["process.exit.code"] = code
     peak = 0
     if usage is not None:

@@ -25,6 +25,16 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def test_a_wrapper_may_call_its_run_a_task(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
+    """A workflow engine's wrapper marks its run a task; any other kind it names stays a command."""
+    env = client_env(receiver.url, tmp_path / "spool")
+    for kind in ("task", "workflow"):
+        proc = glia_run(["--name", kind, "--attr", f"glia.run.kind={kind}", "--", "true"], env)
+        assert proc.returncode == 0, proc.stderr
+    kinds = {row["name"]: row["run_kind"] for row in sql("SELECT name, run_kind FROM spans")}
+    assert kinds == {"task": "task", "workflow": "command"}
+
+
 def test_command_row(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
     env = client_env(receiver.url, tmp_path / "spool")
     args = ["--name", "step1", "--attr", "sample=S1", "--", "sh", "-c", "echo out $$; echo err >&2; exit 3"]

@@ -137,8 +137,7 @@ def test_every_job_attempt_is_a_child_run(tmp_path: Path, receiver: ReceiverServ
     # shell: jobs ran under glia run (measured, with an exit code); the others come from Snakemake's events
     for rule in ("count", "alloc", "flaky", "broken"):
         for row in by_rule[rule]:
-            # glia run names its runs "command" whatever the task says (see the report: it needs a task option)
-            assert row["run_kind"] in ("task", "command")
+            assert row["run_kind"] == "task"
             assert row["peak_rss_method"] in ("wait4", "wait4-python")
             assert row["exit_code"] is not None and row["cpu_user_seconds"] is not None
     for rule in ("merge", "all"):
