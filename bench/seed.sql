@@ -13,7 +13,8 @@ INSERT INTO spans (trace_id, span_id, start_time, name, kind, status_code, statu
                    host_arch, os_type, process_pid, process_executable_name, process_owner, process_runtime_name,
                    process_runtime_version, script_path, script_sha256, run_kind, exit_code, cpu_user_seconds,
                    cpu_system_seconds, cpu_percent, peak_rss_bytes, peak_rss_method, io_read_bytes, io_write_bytes,
-                   attributes, resource)
+                   workflow_engine, workflow_run_id, task_name, task_attempt, scheduler, scheduler_job_id,
+                   requested_memory_bytes, requested_cpus, attributes, resource)
 SELECT md5('trace' || i), left(md5('span' || i), 16), r.started, 'prog-' || lpad(r.p::text, 2, '0'), 1,
        CASE WHEN r.exit_code = 0 THEN 1 ELSE 2 END,
        CASE WHEN r.exit_code = 0 THEN NULL ELSE 'exit code ' || r.exit_code END,
@@ -27,6 +28,12 @@ SELECT md5('trace' || i), left(md5('span' || i), 16), r.started, 'prog-' || lpad
        md5('script' || r.p || '-' || (i::bigint * 3 / ($1 + 1))) || md5('v' || r.p || '-' || (i::bigint * 3 / ($1 + 1))),
        'command', r.exit_code, r.wall * (i % 10) / 10.0, r.wall * 0.05, 100 * ((i % 10) / 10.0 + 0.05),
        (64 + (i::bigint * 37) % 4000) * 1048576, 'cgroup', (i % 1000)::bigint * 4096, (i % 500)::bigint * 8192,
+       -- every third run is a task of a Nextflow workflow of about 100 tasks; every second run a Slurm job of 4 GiB
+       CASE WHEN i % 3 = 0 THEN 'nextflow' END, CASE WHEN i % 3 = 0 THEN 'wf-' || (i / 300) END,
+       CASE WHEN i % 3 = 0 THEN 'prog-' || lpad(r.p::text, 2, '0') || ' (S' || (i % 1000) || ')' END,
+       CASE WHEN i % 3 = 0 THEN 1 END, CASE WHEN i % 2 = 0 THEN 'slurm' END,
+       CASE WHEN i % 2 = 0 THEN (100000 + i)::text END, CASE WHEN i % 2 = 0 THEN 4096::bigint * 1048576 END,
+       CASE WHEN i % 2 = 0 THEN 2.0 END,
        jsonb_build_object('sample', 'S' || (i % 1000),
                           'pipeline', (ARRAY['rnaseq', 'wgs', 'chipseq', 'qc'])[1 + i % 4],
                           'reads', (i % 5000) * 1000),

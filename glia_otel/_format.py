@@ -31,8 +31,9 @@ TABLE_COLUMNS = [
 CSV_COLUMNS = [
     "run_id", "trace_id", "program_name", "run_name", "run_kind", "user_name", "host_name", "status", "exit_code",
     "started_at", "ended_at", "wall_seconds", "cpu_seconds", "cpu_percent", "peak_rss_bytes", "peak_rss_method",
-    "tree_peak_bytes", "tree_peak_method", "oom_kills", "io_read_bytes", "io_write_bytes", "script_path",
-    "script_sha256", "attributes",
+    "tree_peak_bytes", "tree_peak_method", "oom_kills", "io_read_bytes", "io_write_bytes", "workflow_engine",
+    "workflow_run_id", "workflow_name", "task_name", "task_attempt", "scheduler", "scheduler_job_id",
+    "requested_memory_bytes", "requested_cpus", "requested_seconds", "script_path", "script_sha256", "attributes",
 ]  # fmt: skip
 
 # C0 controls, DEL, C1 controls, and the Unicode controls that reorder text or break lines (bidi marks, embeddings,
@@ -169,16 +170,29 @@ def format_csv(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
+def _outcome(run: dict[str, Any]) -> str:
+    """A line's figures for a run below another: wall time and status, then the attempt, exit code and peak memory
+    where the run has them (a workflow's task)."""
+    parts = [human_seconds(run["wall_seconds"]), run["status"]]
+    if run.get("task_attempt") is not None:
+        parts.append(f"attempt {run['task_attempt']}")
+    if run.get("exit_code") is not None:
+        parts.append(f"exit {run['exit_code']}")
+    if run.get("peak_rss_bytes") is not None:
+        parts.append(f"peak {human_bytes(run['peak_rss_bytes'])}")
+    return "  ".join(parts)
+
+
 def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
     """A run as text: its columns, custom values, child spans and a summary of its samples."""
-    skip = {"attributes", "resource", "children", "children_truncated"}
+    skip = {"attributes", "resource", "children", "children_truncated", "workflow_tasks", "workflow_tasks_truncated"}
     lines = [f"run {run['run_id']}  ({run['run_name']})"]
     for key, value in run.items():
         if key in skip or value is None or value == []:
             continue
-        if key in ("peak_rss_bytes", "tree_peak_bytes", "io_read_bytes", "io_write_bytes"):
+        if key in ("peak_rss_bytes", "tree_peak_bytes", "io_read_bytes", "io_write_bytes", "requested_memory_bytes"):
             value = f"{value}  ({human_bytes(value)})"
-        elif key in ("wall_seconds", "cpu_seconds", "cpu_user_seconds", "cpu_system_seconds"):
+        elif key in ("wall_seconds", "cpu_seconds", "cpu_user_seconds", "cpu_system_seconds", "requested_seconds"):
             value = f"{value:.3f}  ({human_seconds(value)})"
         elif isinstance(value, list):
             value = " ".join(map(str, value))
@@ -191,7 +205,13 @@ def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
         lines.append(f"child spans ({len(run['children'])}{more}):")
         for child in run["children"]:
             indent = "  " * child["depth"]
-            lines.append(f"{indent}{child['name']}  {human_seconds(child['wall_seconds'])}  {child['status']}")
+            lines.append(f"{indent}{child['name']}  {_outcome(child)}")
+    if run.get("workflow_tasks"):
+        more = ", more not shown" if run.get("workflow_tasks_truncated") else ""
+        count = len(run["workflow_tasks"])
+        lines.append(f"runs of workflow {run['workflow_run_id']} not below it ({count}{more}):")
+        for task in run["workflow_tasks"]:
+            lines.append(f"  {task['run_name']}  {_outcome(task)}  run {task['run_id']}")
     if metrics:
         lines.append("samples:")
         for series in metrics:

@@ -202,6 +202,11 @@ def add_run_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="started before: ISO 8601 time or an age")
     parser.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE", help="custom value (repeatable)")
     parser.add_argument("--sha256", dest="script_sha256", help="the script's sha256")
+    parser.add_argument(
+        "--workflow",
+        metavar="ID",
+        help="a workflow's runs: the engine's workflow run id, or the workflow span's run id",
+    )
     parser.add_argument("--sort", choices=SORTS, default=SORTS[0])
     parser.add_argument("--limit", type=int, default=50, help=f"runs per page (1-{MAX_LIMIT}, default 50)")
     parser.add_argument("--cursor", help="the next-page cursor printed by the previous call")
@@ -219,6 +224,8 @@ def runs_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.limit <= MAX_LIMIT:
         parser.error(f"--limit must be between 1 and {MAX_LIMIT}")
+    if args.workflow is not None and not args.workflow.strip():
+        parser.error("--workflow needs an id: the engine's workflow run id, or the workflow span's run id")
     params = [
         (name, str(value))
         for name, value in (
@@ -230,6 +237,7 @@ def runs_main(argv: list[str]) -> int:
             ("since", args.since),
             ("until", args.until),
             ("script_sha256", args.script_sha256),
+            ("workflow", args.workflow),
             ("cursor", args.cursor),
         )
         if value is not None
@@ -279,7 +287,7 @@ def show_main(argv: list[str]) -> int:
         if not isinstance(run, dict) or "run_id" not in run:
             raise api.not_the_api(path)
         _times(run, ("started_at", "ended_at"))
-        for child in run.get("children") or []:
+        for child in [*(run.get("children") or []), *(run.get("workflow_tasks") or [])]:
             _times(child, ("started_at", "ended_at"))
         status, answer = api.get(path + "/metrics")
         if status == 404 and _detail(answer).startswith("no run with id"):

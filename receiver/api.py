@@ -75,6 +75,20 @@ class RunSummary(BaseModel):
     oom_kills: int | None = Field(description="processes of the command's cgroup the kernel's OOM killer ended")
     io_read_bytes: int | None
     io_write_bytes: int | None
+    workflow_engine: str | None = Field(
+        description="the workflow engine of a workflow or task run: nextflow, snakemake"
+    )
+    workflow_run_id: str | None = Field(description="the engine's id of the workflow run (every task carries it)")
+    workflow_name: str | None
+    task_name: str | None = Field(description="the engine's task label, e.g. `align (S3)`")
+    task_attempt: int | None = Field(description="1 for a task's first attempt")
+    scheduler: str | None = Field(
+        description="slurm, pbs, lsf, sge, kubernetes, github-actions or gitlab-ci: what the run's job ran under"
+    )
+    scheduler_job_id: str | None = Field(description="the job's id there (a Slurm array task: ARRAYJOBID_TASKID)")
+    requested_memory_bytes: int | None = Field(description="the memory the task or job asked for")
+    requested_cpus: float | None
+    requested_seconds: float | None = Field(description="the time limit the task or job asked for")
     script_path: str | None
     script_sha256: str | None
     attributes: dict[str, Any] = Field(description="the run's custom values and other span attributes")
@@ -99,6 +113,10 @@ class ChildSpan(BaseModel):
     name: str
     kind: int
     run_kind: str | None
+    program_name: str | None = Field(description="service.name; for a task, its process or rule")
+    task_name: str | None
+    task_attempt: int | None
+    exit_code: int | None
     status: str
     status_message: str | None
     started_at: datetime
@@ -107,6 +125,26 @@ class ChildSpan(BaseModel):
     peak_rss_bytes: int | None
     attributes: dict[str, Any]
     elided: list[str] = Field(description="what was cut short (`name`, `attributes.key`) or left out (`attributes.*`)")
+
+
+class WorkflowTask(BaseModel):
+    """A run of the same workflow that is not below the workflow span in its trace."""
+
+    run_id: str
+    trace_id: str
+    parent_run_id: str | None
+    run_name: str
+    program_name: str | None
+    run_kind: str | None
+    task_name: str | None
+    task_attempt: int | None
+    status: str
+    exit_code: int | None
+    started_at: datetime
+    ended_at: datetime
+    wall_seconds: float
+    peak_rss_bytes: int | None
+    elided: list[str]
 
 
 class RunDetail(RunSummary):
@@ -125,6 +163,11 @@ class RunDetail(RunSummary):
     children_truncated: bool = Field(
         description=f"more spans are below the run than shown: past {MAX_CHILDREN}, or past the byte budget"
     )
+    workflow_tasks: list[WorkflowTask] = Field(
+        description="for a workflow span: the runs with its workflow_run_id that are not among its children (a task"
+        " sent without its parent, or in a trace of its own); empty otherwise"
+    )
+    workflow_tasks_truncated: bool
 
 
 class Point(BaseModel):
@@ -246,6 +289,14 @@ async def runs_endpoint(
         ),
     ] = [],  # noqa: B006 - FastAPI copies defaults
     script_sha256: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+    workflow: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=1000,
+            description="a workflow's runs: the engine's workflow_run_id, or the run id of the workflow span",
+        ),
+    ] = None,
     sort: Annotated[Sort, Query(description="sort key; a leading '-' means descending")] = Sort.NEWEST,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=2000, description="next_cursor of the previous page")] = None,
@@ -263,6 +314,7 @@ async def runs_endpoint(
         until=parse_when(until, "until") if until else None,
         attrs=parse_attrs(attr),
         script_sha256=script_sha256,
+        workflow=workflow,
     )
 
     async def work(runs: RunQueries) -> dict[str, Any]:
@@ -289,11 +341,12 @@ RunId = Annotated[str, PathParam(pattern=RUN_ID_PATTERN, description="the run's 
     responses={404: {"model": ErrorDetail, "description": "no run with this id"}, **_AUTH_RESPONSES},
 )
 async def run_endpoint(request: Request, svc: Wired, run_id: RunId) -> Response:
-    """The run and its child spans (each once, depth first, at most 1000), within the byte budgets."""
+    """The run and its child spans (each once, depth first, at most 1000), within the byte budgets; for a workflow
+    span, also its workflow's runs that are not below it."""
 
     async def work(runs: RunQueries) -> dict[str, Any]:
         run = await _run_or_404(runs, run_id)
-        run["children"], run["children_truncated"] = await runs.run_children(run)
+        await runs.run_tree(run)
         return run
 
     return await _answer(request, svc, work)

@@ -1,5 +1,5 @@
 """The query layer of the API and the database commands: run filters, sort keys, keyset cursors, and the queries of
-`sql/query.sql` (`RunQueries.list_runs`, `get_run`, `run_children`, `run_metrics`).
+`sql/query.sql` (`RunQueries.list_runs`, `get_run`, `run_children`, `workflow_tasks`, `run_metrics`).
 
 `/api/...` (api.py) and `glia runs` / `glia show` (query_cli.py) run exactly these, under the same limits: a read-only
 transaction with a statement timeout of its own (`reading`), values cut at a length with a marker, and pages that
@@ -165,6 +165,8 @@ class RunFilter:
     until: datetime | None = None
     attrs: dict[str, Any] | None = None
     script_sha256: str | None = None
+    # a workflow's runs: its engine's workflow_run_id, or the run id of its workflow span
+    workflow: str | None = None
 
     def check(self) -> None:
         """Raise InvalidQuery for values PostgreSQL would refuse (NUL characters) or that cannot match."""
@@ -175,6 +177,8 @@ class RunFilter:
         if self.attrs and _has_nul(self.attrs):
             # checked on the parsed values: the JSON text spells a NUL as \u0000, which jsonb refuses
             raise InvalidQuery("attr", "must not contain NUL characters")
+        if self.workflow is not None and not self.workflow.strip():
+            raise InvalidQuery("workflow", "must be a workflow run id or a run id, not empty")
         if self.since and self.until and self.since >= self.until:
             raise InvalidQuery("until", "must be later than since")
 
@@ -358,6 +362,7 @@ class RunQueries:
         after: tuple[Any, str | None, str | None] = (None, None, None)
         if cursor:
             after = decode_cursor(cursor, sort)
+        workflow_ids, workflow_run = await self._workflow(flt.workflow)
         args = (
             flt.program,
             flt.user,
@@ -372,6 +377,8 @@ class RunQueries:
             limit + 1,
             limits.list_value_chars,
             limits.list_row_bytes,
+            workflow_ids,
+            workflow_run,
         )
         rows, more = await _fetch_within(
             self.conn,
@@ -385,6 +392,41 @@ class RunQueries:
         for row in rows:
             del row["sort_value"]
         return rows, next_cursor
+
+    async def _workflow(self, given: str | None) -> tuple[list[str] | None, str | None]:
+        """The workflow_run_ids a `workflow` filter matches, and the run id it may be: the id as given (an engine's
+        id), plus, when it reads as a run id, the workflow_run_id of that run (a workflow span's own id)."""
+        if given is None:
+            return None, None
+        if not re.match(RUN_ID_PATTERN, given):
+            return [given], None
+        run_id = given.lower()
+        found = await self.conn.fetch(_sql("workflow_of_run"), run_id)
+        return [given, *(r["workflow_run_id"] for r in found if r["workflow_run_id"] != given)], run_id
+
+    async def workflow_tasks(
+        self, run: dict[str, Any], below: Sequence[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The other runs of the run's workflow (same workflow_run_id) that are not among `below` (its children), in
+        start order, at most MAX_CHILDREN and within `limits.response_bytes`; and whether there were more. Empty
+        for a run that belongs to no workflow."""
+        workflow_run_id = run.get("workflow_run_id")
+        if not workflow_run_id or "workflow_run_id" in run.get("elided", ()):
+            return [], False
+        limits = self.limits
+        shown = {child["span_id"] for child in below}
+        rows: list[dict[str, Any]] = []
+        size = 0
+        args = (workflow_run_id, run["run_id"], MAX_CHILDREN + len(shown) + 1, limits.list_value_chars)
+        async for record in self.conn.cursor(_sql("workflow_tasks"), *args, prefetch=64):
+            if record["run_id"] in shown and record["trace_id"] == run["trace_id"]:
+                continue
+            if len(rows) >= MAX_CHILDREN or size >= limits.response_bytes:
+                return rows, True
+            row = elide(_row(record), limits.list_value_chars)
+            size += len(orjson.dumps(row))
+            rows.append(row)
+        return rows, False
 
     async def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run with this id (its span id), or None."""
@@ -407,6 +449,14 @@ class RunQueries:
             budget=limits.response_bytes,
             shape=lambda r: elide(_row(r), limits.list_value_chars),
         )
+
+    async def run_tree(self, run: dict[str, Any]) -> None:
+        """Add what is below the run to it, in place: `children` (run_children) and, for a workflow span whose
+        children were all shown, `workflow_tasks` (its workflow's other runs that are not among them)."""
+        run["children"], run["children_truncated"] = await self.run_children(run)
+        run["workflow_tasks"], run["workflow_tasks_truncated"] = [], False
+        if run.get("run_kind") == "workflow" and not run["children_truncated"]:
+            run["workflow_tasks"], run["workflow_tasks_truncated"] = await self.workflow_tasks(run, run["children"])
 
     async def run_metrics(self, run: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
         """The run's metric points as series, one per metric name and attribute set, at most MAX_POINTS points; and

@@ -124,6 +124,11 @@ def runs_main(argv: list[str]) -> int:
     parser.add_argument("--until", help="started before: ISO 8601 time or an age")
     parser.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE", help="custom value (repeatable)")
     parser.add_argument("--sha256", dest="script_sha256", help="the script's sha256")
+    parser.add_argument(
+        "--workflow",
+        metavar="ID",
+        help="a workflow's runs: the engine's workflow run id, or the workflow span's run id",
+    )
     parser.add_argument("--sort", choices=[s.value for s in Sort], default=Sort.NEWEST.value)
     parser.add_argument("--limit", type=int, default=50, help=f"runs per page (1-{MAX_LIMIT}, default 50)")
     parser.add_argument("--cursor", help="the next-page cursor printed by the previous call")
@@ -132,6 +137,8 @@ def runs_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.limit <= MAX_LIMIT:
         parser.error(f"--limit must be between 1 and {MAX_LIMIT}")
+    if args.workflow is not None and not args.workflow.strip():
+        parser.error("--workflow needs an id: the engine's workflow run id, or the workflow span's run id")
 
     def body() -> int:
         from .query import ReadLimits
@@ -146,6 +153,7 @@ def runs_main(argv: list[str]) -> int:
             until=parse_when(args.until, "--until") if args.until else None,
             attrs=parse_attrs(args.attr),
             script_sha256=args.script_sha256,
+            workflow=args.workflow,
         )
         settings = _settings(args)
         limits = ReadLimits.from_settings(settings)
@@ -188,7 +196,7 @@ def show_main(argv: list[str]) -> int:
             run = await runs.get_run(args.run_id)
             if run is None:
                 return None, []
-            run["children"], run["children_truncated"] = await runs.run_children(run)
+            await runs.run_tree(run)
             metrics, _ = await runs.run_metrics(run)
             return run, metrics
 

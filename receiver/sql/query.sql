@@ -23,18 +23,26 @@ SELECT set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 
 -- away and use the index of the filters that are set.
 -- {sort_expr}, {direction}, {cmp} and {cursor_type} come from the fixed table of sort keys in receiver/query.py.
 -- $14 is the value limit ($V), $15 the attributes budget ($B); the bag is cut after the LIMIT, for the page only.
+-- $16 the workflow filter: the workflow_run_ids to match (the id given, and the workflow_run_id of the run whose
+-- id it is: workflow_of_run), $17 that run's own id (a workflow span that carries no workflow_run_id itself).
 SELECT r.run_id, r.trace_id, r.parent_run_id, r.run_name, r.program_name, r.run_kind, r.user_name, r.host_name,
        r.status, r.status_message, r.exit_code, r.started_at, r.ended_at, r.wall_seconds, r.cpu_seconds,
        r.cpu_percent, r.peak_rss_bytes, r.peak_rss_method, r.tree_peak_bytes, r.tree_peak_method, r.oom_kills,
-       r.io_read_bytes, r.io_write_bytes, r.script_path, r.script_sha256, bag.attributes, bag.attributes_dropped,
-       r.sort_value
+       r.io_read_bytes, r.io_write_bytes, r.workflow_engine, r.workflow_run_id, r.workflow_name, r.task_name,
+       r.task_attempt, r.scheduler, r.scheduler_job_id, r.requested_memory_bytes, r.requested_cpus,
+       r.requested_seconds, r.script_path, r.script_sha256, bag.attributes, bag.attributes_dropped, r.sort_value
 FROM (
     SELECT run_id, trace_id, parent_run_id, left(run_name, $14 + 1) AS run_name,
            left(program_name, $14 + 1) AS program_name, left(run_kind, $14 + 1) AS run_kind,
            left(user_name, $14 + 1) AS user_name, left(host_name, $14 + 1) AS host_name, status,
            left(status_message, $14 + 1) AS status_message, exit_code, started_at, ended_at, wall_seconds,
            cpu_seconds, cpu_percent, peak_rss_bytes, left(peak_rss_method, $14 + 1) AS peak_rss_method,
-           tree_peak_bytes, left(tree_peak_method, $14 + 1) AS tree_peak_method, oom_kills, io_read_bytes, io_write_bytes, left(script_path, $14 + 1) AS script_path,
+           tree_peak_bytes, left(tree_peak_method, $14 + 1) AS tree_peak_method, oom_kills, io_read_bytes,
+           io_write_bytes, left(workflow_engine, $14 + 1) AS workflow_engine,
+           left(workflow_run_id, $14 + 1) AS workflow_run_id, left(workflow_name, $14 + 1) AS workflow_name,
+           left(task_name, $14 + 1) AS task_name, task_attempt, left(scheduler, $14 + 1) AS scheduler,
+           left(scheduler_job_id, $14 + 1) AS scheduler_job_id, requested_memory_bytes, requested_cpus,
+           requested_seconds, left(script_path, $14 + 1) AS script_path,
            left(script_sha256, $14 + 1) AS script_sha256, attributes, {sort_expr} AS sort_value
     FROM runs
     WHERE ($1::text IS NULL OR program_name = $1)
@@ -46,6 +54,7 @@ FROM (
       AND ($7::timestamptz IS NULL OR started_at < $7)
       AND ($8::jsonb IS NULL OR attributes @> $8)
       AND ($9::text IS NULL OR script_sha256 = $9)
+      AND ($16::text[] IS NULL OR workflow_run_id = ANY ($16::text[]) OR run_id = $17::text)
       -- the keyset: after the last row of the previous page (the first test lets an index bound the scan)
       AND ($10::{cursor_type} IS NULL OR {sort_expr} {cmp}= $10
                                         AND ({sort_expr}, trace_id, run_id) {cmp} ($10, $11::text, $12::text))
@@ -86,6 +95,10 @@ SELECT r.run_id, r.trace_id, r.parent_run_id, left(r.run_name, $2 + 1) AS run_na
        r.wall_seconds, r.cpu_user_seconds, r.cpu_system_seconds, r.cpu_seconds, r.cpu_percent, r.peak_rss_bytes,
        r.max_rss_kb, left(r.peak_rss_method, $2 + 1) AS peak_rss_method, r.tree_peak_bytes,
        left(r.tree_peak_method, $2 + 1) AS tree_peak_method, r.oom_kills, r.io_read_bytes, r.io_write_bytes,
+       left(r.workflow_engine, $2 + 1) AS workflow_engine, left(r.workflow_run_id, $2 + 1) AS workflow_run_id,
+       left(r.workflow_name, $2 + 1) AS workflow_name, left(r.task_name, $2 + 1) AS task_name, r.task_attempt,
+       left(r.scheduler, $2 + 1) AS scheduler, left(r.scheduler_job_id, $2 + 1) AS scheduler_job_id,
+       r.requested_memory_bytes, r.requested_cpus, r.requested_seconds,
        left(r.service_instance_id, $2 + 1) AS service_instance_id,
        attrs.attributes, attrs.attributes_dropped, res.resource, res.resource_dropped
 FROM (SELECT * FROM found ORDER BY started_at DESC LIMIT 1) r
@@ -163,7 +176,8 @@ WITH RECURSIVE reach AS (
     JOIN ranked k ON k.parent_span_id = t.span_id AND k.depth = t.depth + 1
 )
 SELECT s.span_id, s.parent_span_id, t.depth, left(s.name, $4 + 1) AS name, s.kind,
-       left(s.run_kind, $4 + 1) AS run_kind,
+       left(s.run_kind, $4 + 1) AS run_kind, left(s.service_name, $4 + 1) AS program_name,
+       left(s.task_name, $4 + 1) AS task_name, s.task_attempt, s.exit_code,
        CASE s.status_code WHEN 2 THEN 'error' WHEN 1 THEN 'ok' ELSE 'unset' END AS status,
        left(s.status_message, $4 + 1) AS status_message, s.start_time AS started_at, s.end_time AS ended_at,
        s.duration_ns / 1e9::double precision AS wall_seconds, s.peak_rss_bytes, bag.attributes,
@@ -186,6 +200,24 @@ CROSS JOIN LATERAL (
     ) sized
 ) bag
 ORDER BY t.path;
+
+-- name: workflow_of_run
+-- The workflow_run_id of the run with this span id ($1), for `glia runs --workflow RUN_ID`: a span id can repeat
+-- (in other traces), so every distinct one, a few at most.
+SELECT DISTINCT workflow_run_id FROM spans WHERE span_id = $1 AND workflow_run_id IS NOT NULL LIMIT 16;
+
+-- name: workflow_tasks
+-- The runs of a workflow ($1, its workflow_run_id) other than the run itself ($2), in start order, at most $3:
+-- `glia show` of a workflow span lists those that are not below it in its trace (a task sent without its parent,
+-- or in a trace of its own). $4 is the value limit ($V).
+SELECT run_id, trace_id, parent_run_id, left(run_name, $4 + 1) AS run_name,
+       left(program_name, $4 + 1) AS program_name, left(run_kind, $4 + 1) AS run_kind,
+       left(task_name, $4 + 1) AS task_name, task_attempt, status, exit_code, started_at, ended_at, wall_seconds,
+       peak_rss_bytes
+FROM runs
+WHERE workflow_run_id = $1 AND run_id <> $2
+ORDER BY started_at, trace_id, run_id
+LIMIT $3;
 
 -- name: run_metrics
 -- The points of the run's process (same service.instance.id) while the run was going, and any point tied to the
