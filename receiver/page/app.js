@@ -189,6 +189,7 @@ function timelines(series, startMs) {
 async function showRun(id) {
   const box = $("#run-detail");
   $("#program-detail").hidden = true;
+  $("#workflow-detail").hidden = true;
   try {
     const [run, metrics] = await Promise.all([api(`/api/runs/${id}`), api(`/api/runs/${id}/metrics`)]);
     const { memory, cpu } = timelines(metrics.series, Date.parse(run.started_at));
@@ -219,7 +220,13 @@ async function showRun(id) {
     const programLink = run.program_name
       ? el("a", { href: `#program=${encodeURIComponent(run.program_name)}`, id: "program-link" }, `all runs of ${run.program_name}`)
       : "";
-    box.replaceChildren(el("h2", {}, `Run ${run.run_id} — ${run.run_name}`), programLink, attrs,
+    const workflowId = run.workflow_run_id ?? (run.run_kind === "workflow" ? run.run_id : null);
+    const workflowLink = workflowId
+      ? el("a", { href: `#workflow=${encodeURIComponent(workflowId)}`, id: "workflow-link" },
+        run.run_kind === "workflow" ? "its tasks as a timeline" : `its workflow${run.workflow_name ? ` ${run.workflow_name}` : ""}`)
+      : "";
+    box.replaceChildren(el("h2", {}, `Run ${run.run_id} — ${run.run_name}`), programLink, workflowId && programLink ? " · " : "",
+      workflowLink, attrs,
       memory.length || cpu.length ? plots : el("p", { class: "muted" }, "no samples: the run ended before its first sample (one second in)"),
       el("h3", {}, "Child spans"), children);
     box.hidden = false;
@@ -247,6 +254,7 @@ function memoryFacts(run) {
 async function showProgram(name) {
   const box = $("#program-detail");
   $("#run-detail").hidden = true;
+  $("#workflow-detail").hidden = true;
   try {
     const page = await api(`/api/runs?${new URLSearchParams({ program: name, limit: "500", sort: "-started_at" })}`);
     const runs = page.runs.slice().reverse();
@@ -266,12 +274,126 @@ async function showProgram(name) {
   } catch (err) { showError(err); }
 }
 
+// --- one workflow -------------------------------------------------------------------------------------------------
+// A workflow's runs come from /api/runs?workflow=ID (its engine's workflow_run_id, or the workflow span's run id),
+// in start order, page after page up to WORKFLOW_MAX_RUNS; the workflow span itself (run_kind "workflow") heads the
+// view, every other run is a task: one row of the timeline each, a bar from its start to its end.
+const WORKFLOW_MAX_RUNS = 5000;
+
+async function showWorkflow(id) {
+  const box = $("#workflow-detail");
+  $("#run-detail").hidden = true;
+  $("#program-detail").hidden = true;
+  try {
+    const runs = [];
+    let cursor = null;
+    do {
+      const params = new URLSearchParams({ workflow: id, sort: "started_at", limit: "500" });
+      if (cursor) params.set("cursor", cursor);
+      const page = await api(`/api/runs?${params}`);
+      runs.push(...page.runs);
+      cursor = page.next_cursor;
+    } while (cursor && runs.length < WORKFLOW_MAX_RUNS);
+    const workflow = runs.find((r) => r.run_kind === "workflow");
+    const tasks = runs.filter((r) => r !== workflow);
+    const name = workflow?.workflow_name ?? tasks.find((t) => t.workflow_name)?.workflow_name ?? id;
+    const failed = tasks.filter((t) => t.status === "error").length;
+    const head = [el("h2", {}, `Workflow ${name}`)];
+    const facts = el("dl", { class: "attrs" });
+    const add = (k, v) => { if (v !== null && v !== undefined && v !== "") facts.append(el("dt", {}, k), el("dd", {}, String(v))); };
+    add("workflow_run_id", workflow?.workflow_run_id ?? tasks[0]?.workflow_run_id ?? id);
+    add("engine", workflow?.workflow_engine ?? tasks[0]?.workflow_engine);
+    if (workflow) {
+      add("status", workflow.status);
+      add("wall", seconds(workflow.wall_seconds));
+      head.push(el("a", { href: `#run=${workflow.run_id}`, id: "workflow-run-link" }, "the workflow's own run"));
+    } else {
+      head.push(el("p", { class: "muted" }, "the workflow's own span has not arrived: its tasks, grouped by their workflow_run_id"));
+    }
+    add("tasks", `${tasks.length}${cursor ? ` shown (more not loaded: past ${WORKFLOW_MAX_RUNS})` : ""}, ${failed} failed`);
+    box.replaceChildren(...head, facts,
+      el("p", { class: "muted" }, "one row per task attempt (#2 a retry), from its start to its end; green ok, red failed,"
+        + " grey unset; after each bar its wall time / peak memory (largest process, GNU time %M)"),
+      el("div", { id: "workflow-timeline" }, timeline(tasks, workflow)),
+      taskTable(tasks));
+    box.hidden = false;
+    box.scrollIntoView();
+  } catch (err) { showError(err); }
+}
+
+// One row per task, as Nextflow's timeline report draws them: the task's name on the left, a bar from its start
+// to its end on a shared time axis, its wall time and peak memory (the largest process's) after the bar; each row
+// links to the task's run. The bar's colour is its status.
+function timeline(tasks, workflow) {
+  const ROW = 18, L = 280, R = 170, T = 8, B = 28, W = 1100;
+  const ns = "http://www.w3.org/2000/svg";
+  const H = T + B + ROW * Math.max(tasks.length, 1);
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("class", "timeline");
+  svg.setAttribute("data-tasks", String(tasks.length));
+  const make = (tag, attrs, text) => {
+    const n = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+    if (text !== undefined) n.textContent = text;
+    return n;
+  };
+  if (!tasks.length) { svg.append(make("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no tasks")); return svg; }
+  const ms = (iso) => Date.parse(iso);
+  const starts = tasks.map((t) => ms(t.started_at)), ends = tasks.map((t) => ms(t.ended_at));
+  const t0 = Math.min(...starts, workflow ? ms(workflow.started_at) : Infinity);
+  let t1 = Math.max(...ends, workflow ? ms(workflow.ended_at) : -Infinity);
+  if (t1 <= t0) t1 = t0 + 1000;
+  const sx = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  // the time axis: five ticks, seconds from the first start
+  svg.append(make("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
+  for (let i = 0; i <= 4; i++) {
+    const x = L + (i / 4) * (W - L - R);
+    svg.append(make("line", { class: "grid", x1: x, y1: T, x2: x, y2: H - B }));
+    svg.append(make("text", { x, y: H - 10, "text-anchor": "middle" }, seconds(((t1 - t0) / 1000) * (i / 4))));
+  }
+  tasks.forEach((task, i) => {
+    const y = T + i * ROW;
+    const x0 = sx(ms(task.started_at)), x1 = Math.max(sx(ms(task.ended_at)), x0 + 1);  // a 0 s task still shows
+    const label = `${task.task_name ?? task.run_name}${task.task_attempt > 1 ? ` #${task.task_attempt}` : ""}`;
+    const row = make("a", { href: `#run=${task.run_id}`, class: "task", "data-run-id": task.run_id, "data-status": task.status });
+    row.append(make("title", {}, `${label}: ${task.status}, ${seconds(task.wall_seconds)}, peak ${bytes(task.peak_rss_bytes)}`));
+    row.append(make("text", { class: "label", x: L - 6, y: y + ROW - 5, "text-anchor": "end" },
+      label.length > 44 ? `${label.slice(0, 43)}…` : label));
+    row.append(make("rect", { class: `bar ${task.status}`, x: x0.toFixed(1), y: y + 3, width: (x1 - x0).toFixed(1), height: ROW - 6 }));
+    row.append(make("text", { class: "figures", x: x1 + 4, y: y + ROW - 5 },
+      `${seconds(task.wall_seconds)} / ${bytes(task.peak_rss_bytes)}`));
+    svg.append(row);
+  });
+  return svg;
+}
+
+function taskTable(tasks) {
+  const t0 = Math.min(...tasks.map((t) => Date.parse(t.started_at)));
+  return el("table", { id: "workflow-tasks" },
+    el("thead", {}, el("tr", {},
+      el("th", {}, "Task"), el("th", { class: "num" }, "Attempt"), el("th", {}, "Status"), el("th", { class: "num" }, "Exit"),
+      el("th", { class: "num" }, "Start"), el("th", { class: "num" }, "Wall"),
+      el("th", { class: "num", title: "peak_rss_bytes: the largest process's peak RSS (GNU time %M)" }, "Peak RSS"),
+      el("th", { class: "num", title: "tree_peak_bytes: the task's whole process tree" }, "Tree peak"))),
+    el("tbody", {}, ...tasks.map((t) => el("tr", { "data-run-id": t.run_id, onclick: () => { location.hash = `run=${t.run_id}`; } },
+      el("td", {}, el("a", { href: `#run=${t.run_id}` }, t.task_name ?? t.run_name)),
+      el("td", { class: "num" }, t.task_attempt ?? "-"),
+      el("td", { class: `status-${t.status}` }, t.status),
+      el("td", { class: "num" }, t.exit_code ?? "-"),
+      el("td", { class: "num" }, `+${seconds((Date.parse(t.started_at) - t0) / 1000)}`),
+      el("td", { class: "num" }, seconds(t.wall_seconds)),
+      el("td", { class: "num" }, bytes(t.peak_rss_bytes)),
+      el("td", { class: "num" }, bytes(t.tree_peak_bytes), oomKilled(t) ? el("span", { class: "oom" }, " OOM") : "")))));
+}
+
 // --- wiring -------------------------------------------------------------------------------------------------------
 function route() {
   const hash = decodeURIComponent(location.hash.slice(1));
   if (hash.startsWith("run=")) showRun(hash.slice(4));
   else if (hash.startsWith("program=")) showProgram(hash.slice(8));
-  else { $("#run-detail").hidden = true; $("#program-detail").hidden = true; }
+  else if (hash.startsWith("workflow=")) showWorkflow(hash.slice(9));
+  else for (const id of ["#run-detail", "#program-detail", "#workflow-detail"]) $(id).hidden = true;
 }
 
 $("#filters").addEventListener("submit", (e) => { e.preventDefault(); loadRuns(false); });

@@ -326,3 +326,144 @@ def test_the_run_view_and_the_table_name_both_memory_figures(
         assert page.locator("#peak-rss-bytes").inner_text() == "520.0 MiB (hwm-reset)"
         assert page.locator("#tree-peak-bytes").count() == 0  # a block has no tree figure
         assert not errors, errors
+
+
+# --- a workflow's view ------------------------------------------------------------------------------------------
+
+WF_TRACE, WF_SPAN, WF_ID = "d" * 32, "d" * 16, "3f2c9a4e-5b1d-4c8e-9f00-000000000001"
+S = 1_000_000_000
+# (span id, service = process, task name, attempt, start s, end s, status error?, exit, peak MiB, oom kills)
+TASKS = [
+    ("1000000000000001", "index", "index (GRCh38)", 1, 0.0, 10.0, False, 0, 100, 0),
+    ("1000000000000002", "align", "align (S1)", 1, 10.0, 20.0, True, 137, 900, 1),
+    ("1000000000000003", "align", "align (S2)", 1, 10.5, 30.5, False, 0, 800, 0),
+    ("1000000000000004", "align", "align (S1)", 2, 20.0, 40.0, False, 0, 1536, 0),
+    ("1000000000000005", "qc", "qc (S3)", 1, 30.0, 35.0, False, 0, 60, 0),  # sent alone, in a trace of its own
+    ("1000000000000006", "report", "report", 1, 40.0, 60.0, False, 0, 50, 0),
+]
+
+
+def seed_workflows(receiver: ReceiverServer, t0: int) -> None:
+    """A Nextflow-like workflow span with six task attempts (one OOM-killed and retried, one in a trace of its own
+    whose parent never arrives), and a second workflow whose own span never arrives, through /v1/traces."""
+    workflow = {"glia.workflow.engine": "nextflow", "glia.workflow.run_id": WF_ID, "glia.workflow.name": "rnaseq"}
+    post_runs(
+        receiver,
+        "nextflow",
+        run_span(WF_TRACE, WF_SPAN, "rnaseq", t0, t0 + 61 * S, {"glia.run.kind": "workflow", **workflow}),
+    )
+    for span_id, process, task, attempt, start, end, error, code, mib, oom in TASKS:
+        alone = process == "qc"
+        attrs = {
+            "glia.run.kind": "task", **workflow, "glia.task.name": task, "glia.task.attempt": attempt,
+            "process.exit.code": code, "glia.memory.peak_rss_bytes": mib * MIB, "glia.memory.peak_rss_method": "wait4",
+            "glia.memory.tree_peak_bytes": mib * MIB + 3 * MIB, "glia.memory.tree_peak_method": "cgroup",
+            "glia.memory.oom_kills": oom,
+        }  # fmt: skip
+        span = run_span(
+            "e" * 32 if alone else WF_TRACE, span_id, task, t0 + int(start * S), t0 + int(end * S), attrs,
+            parent=None if alone else WF_SPAN, error=error,
+        )  # fmt: skip
+        post_runs(receiver, process, span)
+    other = {"glia.workflow.engine": "snakemake", "glia.workflow.run_id": "wf-two", "glia.workflow.name": "two"}
+    for i in (1, 2):
+        attrs = {"glia.run.kind": "task", **other, "glia.task.name": f"step{i}", "glia.task.attempt": 1}
+        span = run_span(
+            "f" * 32, f"200000000000000{i}", f"step{i}", t0 + i * S, t0 + (i + 1) * S, attrs, parent="f" * 16
+        )
+        post_runs(receiver, f"step{i}", span)
+
+
+def timeline_rows(page: Any) -> list[dict[str, Any]]:
+    """Each row of the workflow timeline as drawn: its run id, status, link, bar geometry and figures text."""
+    rows: list[dict[str, Any]] = page.evaluate(
+        """() => [...document.querySelectorAll('#workflow-timeline svg a.task')].map((a) => {
+             const bar = a.querySelector('rect.bar');
+             return { id: a.dataset.runId, status: a.dataset.status, href: a.getAttribute('href'),
+                      cls: bar.getAttribute('class'), x: +bar.getAttribute('x'), w: +bar.getAttribute('width'),
+                      label: a.querySelector('.label').textContent, figures: a.querySelector('.figures').textContent };
+           })"""
+    )
+    return rows
+
+
+def test_a_workflow_view_draws_its_tasks_as_a_timeline_with_their_peak_memory(
+    receiver: ReceiverServer, sql: Callable[..., list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    t0 = time.time_ns() - 600 * S
+    seed_workflows(receiver, t0)
+    stored = sql("SELECT count(*) AS n FROM spans WHERE workflow_run_id = $1 AND run_kind = 'task'", WF_ID)
+    assert stored[0]["n"] == len(TASKS)
+    order = [t[0] for t in sorted(TASKS, key=lambda t: t[4])]
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+
+        # from the workflow span's run view
+        page.goto(f"{receiver.url}/#run={WF_SPAN}")
+        page.click("#run-detail #workflow-link")
+        page.wait_for_selector(f"#workflow-timeline svg[data-tasks='{len(TASKS)}']")
+        detail = page.locator("#workflow-detail")
+        assert "Workflow rnaseq" in detail.inner_text()
+        assert page.locator("#run-detail").is_hidden()
+        rows = timeline_rows(page)
+        assert [r["id"] for r in rows] == order  # one row per attempt, in start order, the lone qc task among them
+        by_id = {r["id"]: r for r in rows}
+        for span_id, _, task, _, _start, _end, error, _, mib, _ in TASKS:
+            row = by_id[span_id]
+            assert row["status"] == ("error" if error else "ok")
+            assert row["cls"] == f"bar {row['status']}"
+            assert row["href"] == f"#run={span_id}"
+            assert row["label"] == (task + " #2" if span_id == "1000000000000004" else task)  # the retry
+            assert row["figures"].endswith(" / " + ("1.5 GiB" if mib == 1536 else f"{mib:.1f} MiB"))
+        # bars on one time axis: widths in proportion to the tasks' wall times, starts to their start times
+        unit = by_id["1000000000000001"]["w"] / 10.0  # px a second
+        x0 = by_id["1000000000000001"]["x"]
+        for span_id, *_, start, end, _error, _code, _mib, _oom in TASKS:
+            assert abs(by_id[span_id]["w"] - (end - start) * unit) < 1.0, span_id
+            assert abs(by_id[span_id]["x"] - (x0 + start * unit)) < 1.0, span_id
+        # the table beside it: every attempt, the OOM-killed one marked
+        table = page.locator("#workflow-tasks tbody tr")
+        assert [table.nth(i).get_attribute("data-run-id") for i in range(table.count())] == order
+        killed = page.locator("#workflow-tasks tr[data-run-id='1000000000000002']")
+        assert "OOM" in killed.inner_text() and "137" in killed.inner_text()
+        shot = tmp_path / "workflow.png"
+        detail.screenshot(path=str(shot))
+
+        # a bar leads to its task, and the task back to its workflow
+        page.click("#workflow-timeline a.task[data-run-id='1000000000000003'] rect")
+        page.wait_for_selector("#run-detail:not([hidden])")
+        page.wait_for_function("() => location.hash === '#run=1000000000000003'")
+        page.wait_for_function("() => document.querySelector('#run-detail h2')?.textContent.includes('align (S2)')")
+        assert page.locator("#workflow-detail").is_hidden()
+        assert page.locator("#workflow-link").inner_text() == "its workflow rnaseq"
+        page.click("#workflow-link")
+        page.wait_for_selector(f"#workflow-timeline svg[data-tasks='{len(TASKS)}']")
+        assert [r["id"] for r in timeline_rows(page)] == order
+
+        # by the workflow span's run id, the same tasks
+        page.goto(f"{receiver.url}/#workflow={WF_SPAN}")
+        page.wait_for_function("() => location.hash === '#workflow=" + WF_SPAN + "'")
+        page.wait_for_selector(f"#workflow-timeline svg[data-tasks='{len(TASKS)}']")
+        assert [r["id"] for r in timeline_rows(page)] == order
+
+        # a workflow whose own span never arrived: reached from a task, its tasks grouped all the same
+        page.goto(f"{receiver.url}/#run=2000000000000002")
+        page.wait_for_function("() => document.querySelector('#run-detail h2')?.textContent.includes('step2')")
+        page.click("#workflow-link")
+        page.wait_for_selector("#workflow-timeline svg[data-tasks='2']")
+        assert "has not arrived" in page.locator("#workflow-detail").inner_text()
+        assert [r["id"] for r in timeline_rows(page)] == ["2000000000000001", "2000000000000002"]
+        assert not errors, errors
+        assert all(url.startswith(receiver.url) for url in requests), "the page loaded something from elsewhere"
+
+    width, height, pixels = png_pixels(shot.read_bytes())
+    assert width >= 1000 and height >= 6 * 18
+    step = len(pixels[0]) // width
+    colours = [row[i : i + 3] for row in pixels for i in range(0, len(row), step)]
+    ok_px, error_px = colours.count(b"\x2f\x9e\x44"), colours.count(b"\xc0\x26\x2d")
+    assert ok_px > 500 and error_px > 50, (ok_px, error_px)  # bars drawn in their status colours
