@@ -4,6 +4,7 @@ tokens never read. The cases are shared with the R client's tests (tests/testdat
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -77,3 +78,11 @@ def test_a_command_s_resource_carries_the_scheduler_and_otel_resource_attributes
     assert attrs["glia.requested.cpus"] == 2
     assert attrs["glia.scheduler.partition"] == "mine"  # what the user said in OTEL_RESOURCE_ATTRIBUTES
     assert "SECRET" not in json.dumps(attrs)
+
+
+def test_the_r_client_is_held_to_the_same_variables() -> None:
+    text = (REPO / "glia-r" / "tests" / "testthat" / "test-scheduler.R").read_text()
+    allowed = text.partition("allowed <- c(")[2].partition("\n  )")[0]
+    assert set(re.findall(r'"([A-Z_]+)"', allowed)) == READ
+    source = (REPO / "glia-r" / "R" / "scheduler.R").read_text()
+    assert set(re.findall(r'get\("([A-Z_]+)"\)', source)) == READ
