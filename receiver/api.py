@@ -40,7 +40,14 @@ T = TypeVar("T")
 log = logging.getLogger("glia.api")
 
 PAGE_DIR = Path(__file__).parent / "page"
-PAGE_ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+# Served by name only (nothing else under page/ is reachable); vendor/ holds uPlot's dist files (vendor/README.md)
+PAGE_ASSETS = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "vendor/uPlot.iife.min.js": "text/javascript",
+    "vendor/uPlot.min.css": "text/css",
+    "vendor/uPlot.LICENSE": "text/plain",
+}
 
 
 class RunSummary(BaseModel):
@@ -378,7 +385,7 @@ async def page() -> FileResponse:
     return FileResponse(PAGE_DIR / "index.html", media_type="text/html")
 
 
-@router.get("/page/{name}", include_in_schema=False)
+@router.get("/page/{name:path}", include_in_schema=False)
 async def page_asset(name: str) -> FileResponse:
     media_type = PAGE_ASSETS.get(name)
     if media_type is None:
