@@ -184,9 +184,14 @@ INDEXED_TEXT: dict[str, dict[str, str]] = {
         "trace_id": "glia.trace_id",
         "span_id": "glia.span_id",
     },
+    "log_records": {},  # flatten_logs.py: only the ids are indexed
 }
 # Indexed text columns whose values are bounded by construction: hex of ids whose length flatten checks.
-FIXED_TEXT: dict[str, set[str]] = {"spans": {"trace_id", "span_id", "parent_span_id"}, "metric_points": set()}
+FIXED_TEXT: dict[str, set[str]] = {
+    "spans": {"trace_id", "span_id", "parent_span_id"},
+    "metric_points": set(),
+    "log_records": {"trace_id", "span_id"},
+}
 
 TRUNCATED = "glia.receiver.truncated"  # the attribute listing what was cut
 

@@ -107,7 +107,35 @@ CREATE INDEX metric_points_name_time_idx ON metric_points (metric_name, time DES
 CREATE INDEX metric_points_instance_time_idx ON metric_points (service_instance_id, time);
 CREATE INDEX metric_points_trace_idx ON metric_points (trace_id, span_id) WHERE trace_id IS NOT NULL;
 
--- Creates the monthly partition of `parent` (spans or metric_points) holding `at`, if it is missing.
+-- OpenTelemetry log records (revision 0005): POST /v1/logs, and the stderr tails of `glia run --keep-stderr`.
+CREATE TABLE log_records (
+    record_id                uuid        NOT NULL,  -- hash of the record's identity: a resent batch adds nothing
+    time                     timestamptz NOT NULL,  -- time_unix_nano, else observed_time_unix_nano
+    time_unix_nano           bigint,                -- NULL: the source did not say when (0 on the wire)
+    observed_time_unix_nano  bigint,
+    severity_number          smallint    NOT NULL DEFAULT 0,  -- OTLP SeverityNumber: 0 unset, 1-4 trace ... 21-24 fatal
+    severity_text            text,
+    body                     jsonb,                 -- the AnyValue body as JSON: a string for a line of text
+    event_name               text,
+    trace_id                 text,                  -- 32 lowercase hex digits; NULL outside a trace
+    span_id                  text,                  -- 16 lowercase hex digits: the span (run) the record belongs to
+    flags                    bigint      NOT NULL DEFAULT 0,
+    service_name             text,
+    service_instance_id      text,
+    scope_name               text,
+    scope_version            text,
+    attributes               jsonb       NOT NULL DEFAULT '{}',
+    resource                 jsonb       NOT NULL DEFAULT '{}',
+    dropped_attributes_count integer     NOT NULL DEFAULT 0,
+    received_at              timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (record_id, time)
+) PARTITION BY RANGE (time);
+
+-- A run's records (`glia show`, /api/runs/{id}), newest last.
+CREATE INDEX log_records_trace_idx ON log_records (trace_id, span_id, time) WHERE trace_id IS NOT NULL;
+CREATE INDEX log_records_time_idx ON log_records (time DESC);
+
+-- Creates the monthly partition of `parent` (one of glia_partitioned_tables()) holding `at`, if it is missing.
 -- Partition names are derived from the date only (spans_2026_11), never from request data.
 CREATE FUNCTION glia_ensure_partition(parent regclass, at timestamptz) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -125,13 +153,22 @@ BEGIN
 END
 $$;
 
--- Creates this month's partitions and the next `months_ahead` months' for both tables.
+-- The tables partitioned by month: what partition upkeep, retention and /metrics go through.
+CREATE FUNCTION glia_partitioned_tables() RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY['spans', 'metric_points', 'log_records']
+$$;
+
+-- Creates this month's partitions and the next `months_ahead` months' for every partitioned table.
 CREATE FUNCTION glia_ensure_partitions_ahead(months_ahead integer DEFAULT 2) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    parent text;
 BEGIN
     FOR i IN 0..months_ahead LOOP
-        PERFORM glia_ensure_partition('spans', now() + make_interval(months => i));
-        PERFORM glia_ensure_partition('metric_points', now() + make_interval(months => i));
+        FOREACH parent IN ARRAY glia_partitioned_tables() LOOP
+            PERFORM glia_ensure_partition(parent::regclass, now() + make_interval(months => i));
+        END LOOP;
     END LOOP;
 END
 $$;
@@ -212,7 +249,7 @@ CREATE TABLE retention_policy (
     last_applied_at timestamptz
 );
 
--- The monthly partitions of spans and metric_points with their bounds, read from the catalog.
+-- The monthly partitions of the partitioned tables with their bounds, read from the catalog.
 CREATE FUNCTION glia_partitions()
 RETURNS TABLE (parent text, partition text, range_start timestamptz, range_end timestamptz)
 LANGUAGE sql STABLE AS $$
@@ -223,16 +260,16 @@ LANGUAGE sql STABLE AS $$
     FROM pg_inherits i
     JOIN pg_class c ON c.oid = i.inhrelid
     JOIN pg_class p ON p.oid = i.inhparent
-    WHERE p.relname IN ('spans', 'metric_points')
+    WHERE p.relname = ANY (glia_partitioned_tables())
       AND p.relnamespace = current_schema()::regnamespace
 $$;
 
--- Drops one partition of spans or metric_points, refusing anything else.
+-- Drops one partition of a partitioned table, refusing anything else.
 CREATE FUNCTION glia_drop_partition(part regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM glia_partitions() WHERE partition = part::text) THEN
-        RAISE EXCEPTION '% is not a partition of spans or metric_points', part;
+        RAISE EXCEPTION '% is not a partition of %', part, array_to_string(glia_partitioned_tables(), ', ');
     END IF;
     EXECUTE format('DROP TABLE %s', part);
 END
