@@ -1,9 +1,10 @@
-"""How `glia runs` and `glia show` print runs: a table, CSV, JSON, or one run as text.
+"""How `glia runs` and `glia show` print runs: a table, CSV, JSON, Parquet, or one run as text.
 
 One module for both ways of reading runs, the database (`receiver/query_cli.py`, with the server part) and the query
 API over HTTP (`_query.py`, from a client-only install), so that both print the same bytes for the same runs. Stored
 text is whatever a client sent, so every format escapes what a terminal or a spreadsheet would act on
-(docs/querying.md, "In the terminal"). The standard library only: a compute node reads runs with the client alone.
+(docs/querying.md, "In the terminal"). The standard library only: a compute node reads runs with the client alone;
+Parquet, for analysts, needs pyarrow (the `parquet` extra), imported only when asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import json
 import math
 import re
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +37,15 @@ CSV_COLUMNS = [
     "workflow_run_id", "workflow_name", "task_name", "task_attempt", "scheduler", "scheduler_job_id",
     "requested_memory_bytes", "requested_cpus", "requested_seconds", "script_path", "script_sha256", "attributes",
 ]  # fmt: skip
+
+# Parquet column types by CSV column (the rest are text; attributes is its JSON text, as in CSV).
+_PARQUET_INTS = frozenset({
+    "exit_code", "peak_rss_bytes", "tree_peak_bytes", "oom_kills", "io_read_bytes", "io_write_bytes", "task_attempt",
+    "requested_memory_bytes",
+})  # fmt: skip
+_PARQUET_FLOATS = frozenset({"wall_seconds", "cpu_seconds", "cpu_percent", "requested_cpus", "requested_seconds"})
+_PARQUET_TIMES = frozenset({"started_at", "ended_at"})
+PARQUET_INSTALL = "pip install 'glia[parquet]'"
 
 # C0 controls, DEL, C1 controls, and the Unicode controls that reorder text or break lines (bidi marks, embeddings,
 # overrides and isolates; line and paragraph separators): a terminal would act on them (ESC starts a sequence that
@@ -168,6 +179,70 @@ def format_csv(rows: list[dict[str, Any]]) -> str:
             values.append("" if value is None else csv_safe(value))
         writer.writerow(values)
     return out.getvalue()
+
+
+class OutputError(ValueError):
+    """Runs that cannot be written where asked (Parquet to a terminal, or without pyarrow): one line for the user."""
+
+
+def format_parquet(rows: list[dict[str, Any]]) -> bytes:
+    """A Parquet file of the CSV columns, typed (times as UTC microseconds, figures as int64 and float64), values
+    as stored: Parquet is read by programs, not shown on a terminal. Needs pyarrow (OutputError without it)."""
+    try:
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    except ImportError:
+        raise OutputError(f"--format parquet needs pyarrow, which is not installed: {PARQUET_INSTALL}") from None
+
+    def kind(key: str) -> Any:
+        if key in _PARQUET_INTS:
+            return pa.int64()
+        if key in _PARQUET_FLOATS:
+            return pa.float64()
+        if key in _PARQUET_TIMES:
+            return pa.timestamp("us", tz="UTC")
+        return pa.string()
+
+    def value(key: str, row: dict[str, Any]) -> Any:
+        item = row.get(key)
+        if key == "attributes":
+            return _compact(item or {}, sort_keys=True)
+        return None if isinstance(item, float) and not math.isfinite(item) else item
+
+    schema = pa.schema([(key, kind(key)) for key in CSV_COLUMNS])
+    table = pa.table({key: [value(key, row) for row in rows] for key in CSV_COLUMNS}, schema=schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def write_rows(rows: list[dict[str, Any]], fmt: str, output: str | None = None) -> None:
+    """A page of runs as `fmt` (table, json, csv, parquet) into the file `output`, else on stdout; Parquet, being
+    binary, is refused on a terminal."""
+    data: str | bytes
+    if fmt == "parquet":
+        if output is None and sys.stdout.isatty():
+            raise OutputError("--format parquet is binary: give --output FILE, or redirect stdout to a file")
+        data = format_parquet(rows)
+    elif fmt == "json":
+        data = format_json(rows) + "\n"
+    elif fmt == "csv":
+        data = format_csv(rows)
+    else:
+        data = (format_table(rows) if rows else "no runs match") + "\n"
+    if output is None:
+        if isinstance(data, str):
+            sys.stdout.write(data)
+        else:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        return
+    try:
+        with open(output, "wb") as out:
+            out.write(data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        raise OutputError(f"--output {terminal_safe(output)}: {terminal_safe(exc.strerror or str(exc))}") from None
 
 
 def _outcome(run: dict[str, Any]) -> str:

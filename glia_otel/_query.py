@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ._config import split_url
-from ._format import format_csv, format_json, format_run, format_table, terminal_safe
+from ._format import OutputError, format_json, format_run, terminal_safe, write_rows
 from ._version import __version__
 
 API_URL_VAR = "GLIA_API_URL"
@@ -210,7 +210,8 @@ def add_run_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sort", choices=SORTS, default=SORTS[0])
     parser.add_argument("--limit", type=int, default=50, help=f"runs per page (1-{MAX_LIMIT}, default 50)")
     parser.add_argument("--cursor", help="the next-page cursor printed by the previous call")
-    parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    parser.add_argument("--format", choices=["table", "json", "csv", "parquet"], default="table")
+    parser.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout (parquet: not a terminal)")
 
 
 def _epilog() -> str:
@@ -218,7 +219,7 @@ def _epilog() -> str:
 
 
 def runs_main(argv: list[str]) -> int:
-    """List runs, newest first, from the query API: a table in the terminal, or JSON or CSV."""
+    """List runs, newest first, from the query API: a table in the terminal, or JSON, CSV or Parquet."""
     parser = argparse.ArgumentParser(prog="glia runs", description=runs_main.__doc__, epilog=_epilog())
     add_run_filters(parser)
     args = parser.parse_args(argv)
@@ -253,12 +254,7 @@ def runs_main(argv: list[str]) -> int:
         if not isinstance(page, dict) or not isinstance(page.get("runs"), list):
             raise api.not_the_api("/api/runs")
         rows = [_times(row, ("started_at", "ended_at")) for row in page["runs"]]
-        if args.format == "json":
-            print(format_json(rows))
-        elif args.format == "csv":
-            sys.stdout.write(format_csv(rows))
-        else:
-            print(format_table(rows) if rows else "no runs match")
+        write_rows(rows, args.format, args.output)
         if page.get("next_cursor"):
             print(f"more: glia runs ... --cursor {terminal_safe(str(page['next_cursor']))}", file=sys.stderr)
         return 0
@@ -323,6 +319,9 @@ def _main(prog: str, body: Callable[[], int]) -> int:
     except ApiError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.code
+    except OutputError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted by SIGINT; the request was abandoned", file=sys.stderr)
         return 128 + signal.SIGINT

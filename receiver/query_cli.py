@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from glia_otel._format import format_csv, format_run, format_table, terminal_safe
 from glia_otel._format import format_json as _json
+from glia_otel._format import format_run, terminal_safe, write_rows
 
 from .command_settings import CommandSettings, database, database_options
 from .errors import GliaError, Interrupted
@@ -111,7 +111,7 @@ def _main(prog: str, body: Callable[[], int]) -> int:
 
 
 def runs_main(argv: list[str]) -> int:
-    """List runs, newest first: a table in the terminal, or JSON or CSV."""
+    """List runs, newest first: a table in the terminal, or JSON, CSV or Parquet."""
     from .query import MAX_LIMIT, RunFilter, Sort, parse_attrs, parse_when
 
     parser = argparse.ArgumentParser(prog="glia runs", description=runs_main.__doc__)
@@ -132,7 +132,8 @@ def runs_main(argv: list[str]) -> int:
     parser.add_argument("--sort", choices=[s.value for s in Sort], default=Sort.NEWEST.value)
     parser.add_argument("--limit", type=int, default=50, help=f"runs per page (1-{MAX_LIMIT}, default 50)")
     parser.add_argument("--cursor", help="the next-page cursor printed by the previous call")
-    parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    parser.add_argument("--format", choices=["table", "json", "csv", "parquet"], default="table")
+    parser.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout (parquet: not a terminal)")
     database_options(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.limit <= MAX_LIMIT:
@@ -161,12 +162,7 @@ def runs_main(argv: list[str]) -> int:
             rows, cursor = _read(
                 url, limits, lambda runs: runs.list_runs(flt, Sort(args.sort), args.limit, args.cursor)
             )
-        if args.format == "json":
-            print(_json(rows))
-        elif args.format == "csv":
-            sys.stdout.write(format_csv(rows))
-        else:
-            print(format_table(rows) if rows else "no runs match")
+        write_rows(rows, args.format, args.output)
         if cursor:
             print(f"more: glia runs ... --cursor {cursor}", file=sys.stderr)
         return 0
