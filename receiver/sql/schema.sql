@@ -12,9 +12,9 @@ CREATE TABLE spans (
     kind                      smallint    NOT NULL DEFAULT 0,  -- OTLP SpanKind
     status_code               smallint    NOT NULL DEFAULT 0,  -- 0 unset, 1 ok, 2 error
     status_message            text,
-    end_time                  timestamptz NOT NULL,
+    end_time                  timestamptz,           -- NULL: not ended (running or lost, revision 0006)
     start_time_unix_nano      bigint      NOT NULL,
-    duration_ns               bigint      NOT NULL,
+    duration_ns               bigint,                -- NULL while end_time is
     scope_name                text,
     scope_version             text,
     -- resource attributes of the attribute contract (docs/attributes.md)
@@ -59,6 +59,10 @@ CREATE TABLE spans (
     requested_memory_bytes    bigint,
     requested_cpus            double precision,
     requested_seconds         double precision,
+    -- live runs (revision 0006): a run's start record and heartbeats (docs/attributes.md, "Live runs")
+    heartbeat_at              timestamptz,           -- the client's time of the last start record or heartbeat
+    lost_at                   timestamptz,           -- when the receiver's sweep found its heartbeats stopped
+    last_rss_bytes            bigint,                -- the memory (RSS) its last heartbeat reported
     -- everything else
     attributes                jsonb       NOT NULL DEFAULT '{}',
     resource                  jsonb       NOT NULL DEFAULT '{}',
@@ -79,6 +83,8 @@ CREATE INDEX spans_parent_idx ON spans (trace_id, parent_span_id);
 CREATE INDEX spans_attributes_idx ON spans USING gin (attributes jsonb_path_ops);
 -- A workflow's tasks by its engine's id, whether or not the workflow span arrived (revision 0004).
 CREATE INDEX spans_workflow_run_idx ON spans (workflow_run_id, start_time DESC) WHERE workflow_run_id IS NOT NULL;
+-- The runs without an end: `--status running|lost` and the lost sweep (revision 0006; a few rows at most).
+CREATE INDEX spans_unfinished_idx ON spans (heartbeat_at) WHERE end_time IS NULL;
 
 CREATE TABLE metric_points (
     point_id             uuid        NOT NULL,  -- hash of the point's identity: a resent batch adds nothing
@@ -192,12 +198,23 @@ SELECT
     s.script_sha256,
     s.process_command_args                           AS command_args,
     s.process_working_directory                      AS working_directory,
-    CASE s.status_code WHEN 2 THEN 'error' WHEN 1 THEN 'ok' ELSE 'unset' END AS status,
+    -- the one list of statuses (docs/querying.md): the raw span status stays in spans.status_code
+    CASE WHEN s.end_time IS NULL AND s.lost_at IS NOT NULL THEN 'lost'
+         WHEN s.end_time IS NULL THEN 'running'
+         WHEN s.status_code = 2 OR s.exit_code <> 0 THEN 'error'
+         ELSE 'ok' END                               AS status,
     s.status_message,
     s.exit_code,
     s.start_time                                     AS started_at,
     s.end_time                                       AS ended_at,
     s.duration_ns / 1e9::double precision            AS wall_seconds,
+    -- how long it has run: to its end, to now while running, to its last heartbeat once lost
+    CASE WHEN s.end_time IS NOT NULL THEN s.duration_ns / 1e9::double precision
+         ELSE extract(epoch FROM CASE WHEN s.lost_at IS NULL THEN now() ELSE coalesce(s.heartbeat_at, s.start_time)
+                                 END - s.start_time)::double precision END AS elapsed_seconds,
+    s.heartbeat_at                                   AS last_heartbeat_at,
+    s.lost_at,
+    s.last_rss_bytes,
     s.cpu_user_seconds,
     s.cpu_system_seconds,
     s.cpu_user_seconds + s.cpu_system_seconds        AS cpu_seconds,
