@@ -1,4 +1,5 @@
-"""The OTLP/HTTP endpoint (`/v1/traces`, `/v1/metrics`). Every export request runs one fixed pipeline, `handle`:
+"""The OTLP/HTTP endpoint (`/v1/traces`, `/v1/metrics`, `/v1/logs`). Every export request runs one fixed pipeline,
+`handle`:
 
 content type -> read body (size limit) -> decompress (size limit) -> decode -> flatten -> store -> respond
 
@@ -9,7 +10,7 @@ be stored or had values cut. Error bodies are `google.rpc.Status`, in the reques
 
 Decoding costs several times a body's size in memory, so the bytes of bodies between decode and commit are bounded
 (budget.py), and rows are flattened and written in chunks, not held for the whole request at once. What differs
-between the two signals is one `Signal` each.
+between the signals is one `Signal` each.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from typing import Any, TypeVar
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.requests import ClientDisconnect
 
-from . import decode, flatten, http_errors
+from . import decode, flatten, flatten_logs, http_errors
 from .errors import BadRequest, InternalError, MethodNotAllowed, PayloadTooLarge, RequestError, Unavailable
 from .services import Wired, require
 from .store import Chunks, Store, WriteResult
@@ -44,7 +46,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Signal:
-    """What differs between /v1/traces and /v1/metrics."""
+    """What differs between /v1/traces, /v1/metrics and /v1/logs."""
 
     name: str
     parse: Callable[[bytes | bytearray, str], decode.Decoded[Any]]
@@ -71,6 +73,14 @@ def _metric_response(rejected: int, message: str) -> bytes:
     return bytes(response.SerializeToString())
 
 
+def _log_response(rejected: int, message: str) -> bytes:
+    response = ExportLogsServiceResponse()
+    if rejected or message:
+        response.partial_success.rejected_log_records = rejected
+        response.partial_success.error_message = message
+    return bytes(response.SerializeToString())
+
+
 TRACES = Signal(
     "traces",
     decode.decode_traces,
@@ -88,6 +98,15 @@ METRICS = Signal(
     Store.write_metrics,
     _metric_response,
     "rejectedDataPoints",
+)
+LOGS = Signal(
+    "logs",
+    decode.decode_logs,
+    flatten_logs.log_months,
+    flatten_logs.log_chunks,
+    Store.write_logs,
+    _log_response,
+    "rejectedLogRecords",
 )
 
 
@@ -208,8 +227,15 @@ async def metrics(request: Request, svc: Wired) -> Response:
     return await handle(request, METRICS, svc)
 
 
+@router.post("/v1/logs", summary="OTLP/HTTP logs export", dependencies=_ingest_key)
+async def logs(request: Request, svc: Wired) -> Response:
+    """An ExportLogsServiceRequest: one row per log record in `log_records`."""
+    return await handle(request, LOGS, svc)
+
+
 @router.api_route("/v1/traces", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
 @router.api_route("/v1/metrics", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+@router.api_route("/v1/logs", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
 async def wrong_method(request: Request) -> Response:
     """405 in the OTLP shape: exports are POSTed."""
     raise MethodNotAllowed(f"{request.method} is not supported on {request.url.path}: OTLP/HTTP exports are POSTed")

@@ -44,8 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("glia.metrics")
 
 # The OTLP paths and the signal each is counted under.
-SIGNALS = {"/v1/traces": "traces", "/v1/metrics": "metrics"}
-TABLES = ("spans", "metric_points")
+SIGNALS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
+TABLES = ("spans", "metric_points", "log_records")
 # Seconds from a request's transaction start to its commit: a one-span request takes a few milliseconds, a batch
 # of 4096 spans a few hundred, and past the statement timeout (30 s) the request has failed.
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -66,14 +66,15 @@ class ReceiverMetrics:
         )
         self.items_stored = Counter(
             "glia_receiver_items_stored",
-            "spans or metric points committed as new rows (a resent item already stored is not counted again)",
+            "spans, metric points or log records committed as new rows (a resent item already stored is not counted"
+            " again)",
             ["signal"],
             registry=registry,
         )
         self.items_rejected = Counter(
             "glia_receiver_items_rejected",
-            "spans or metric points refused one by one in partial_success (a whole request refused is counted only"
-            " in glia_receiver_requests)",
+            "spans, metric points or log records refused one by one in partial_success (a whole request refused is"
+            " counted only in glia_receiver_requests)",
             ["signal"],
             registry=registry,
         )

@@ -21,6 +21,7 @@ from . import sqlfiles
 from .database import Database, describe, is_transient, refused_by_server
 from .decode import MAX_MESSAGES
 from .flatten import METRIC_COLUMNS, SPAN_COLUMNS
+from .flatten_logs import LOG_COLUMNS
 
 if TYPE_CHECKING:
     import asyncpg
@@ -55,12 +56,20 @@ def _describe_point(row: tuple[Any, ...]) -> str:
     return f"metric {str(row[4])[:60]!r} point at {row[2]}"
 
 
-def _tables() -> tuple[Table, Table]:
+def _describe_record(row: tuple[Any, ...]) -> str:
+    return f"log record at {row[1]} (body {str(row[6])[:60]!r})"
+
+
+def _tables() -> tuple[Table, Table, Table]:
     return (
         Table("spans", "spans_stage", SPAN_COLUMNS, _sql("insert_spans"), _sql("clear_spans_stage"), _describe_span),
         Table(
             "metric_points", "metric_points_stage", METRIC_COLUMNS, _sql("insert_metric_points"),
             _sql("clear_metric_points_stage"), _describe_point,
+        ),
+        Table(
+            "log_records", "log_records_stage", LOG_COLUMNS, _sql("insert_log_records"),
+            _sql("clear_log_records_stage"), _describe_record,
         ),
     )
 
@@ -99,7 +108,7 @@ class Store:
         self._db = db
         self._on_commit = on_commit
         self._months: set[tuple[str, datetime]] = set()
-        self._spans, self._metrics = _tables()
+        self._spans, self._metrics, self._logs = _tables()
 
     async def write_spans(self, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
         """Store span rows, chunk by chunk in one transaction; returns how many were new and which were rejected.
@@ -111,6 +120,10 @@ class Store:
     async def write_metrics(self, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
         """Store metric point rows, as write_spans does."""
         return await self._write(self._metrics, chunks, months)
+
+    async def write_logs(self, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
+        """Store log record rows, as write_spans does."""
+        return await self._write(self._logs, chunks, months)
 
     async def ensure_partitions_ahead(self, months: int = 2) -> None:
         """Create this month's and the next months' partitions (run at start-up and daily)."""
@@ -218,6 +231,6 @@ async def _each(chunks: Chunks) -> AsyncIterator[Sequence[tuple[Any, ...]]]:
 
 
 def _month(record: tuple[Any, ...], table: Table) -> datetime:
-    # the partition key is the third column of a span row (start_time), the second of a point row (time)
+    # the partition key is the third column of a span row (start_time), the second of a point or log row (time)
     value: datetime = record[2] if table.name == "spans" else record[1]
     return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

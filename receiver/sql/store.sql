@@ -10,6 +10,9 @@ BEGIN
         CREATE TEMP TABLE IF NOT EXISTS metric_points_stage (LIKE metric_points INCLUDING DEFAULTS)
             ON COMMIT DELETE ROWS;
     END IF;
+    IF to_regclass('log_records') IS NOT NULL THEN
+        CREATE TEMP TABLE IF NOT EXISTS log_records_stage (LIKE log_records INCLUDING DEFAULTS) ON COMMIT DELETE ROWS;
+    END IF;
 END
 $$;
 
@@ -19,12 +22,18 @@ INSERT INTO spans SELECT * FROM spans_stage ON CONFLICT DO NOTHING;
 -- name: insert_metric_points
 INSERT INTO metric_points SELECT * FROM metric_points_stage ON CONFLICT DO NOTHING;
 
+-- name: insert_log_records
+INSERT INTO log_records SELECT * FROM log_records_stage ON CONFLICT DO NOTHING;
+
 -- name: clear_spans_stage
 -- Between the chunks of one request (the commit clears the staging table after the last one).
 TRUNCATE spans_stage;
 
 -- name: clear_metric_points_stage
 TRUNCATE metric_points_stage;
+
+-- name: clear_log_records_stage
+TRUNCATE log_records_stage;
 
 -- name: ensure_partition
 -- The month a request's rows need, made before its transaction (or again inside it, after a retention drop).
