@@ -1,4 +1,5 @@
-"""Retention: drop whole monthly partitions of spans and metric_points that ended before a cut-off.
+"""Retention: drop whole monthly partitions that ended before a cut-off, of every partitioned table (spans,
+metric_points and log_records: the schema's `glia_partitioned_tables()`).
 
 A partition is dropped only when its whole range lies before the cut-off, so no row newer than the cut-off is ever
 lost. Each partition is archived (when asked) and dropped in one transaction that first takes a SHARE lock on it, so
