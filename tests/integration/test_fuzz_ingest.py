@@ -1,4 +1,4 @@
-"""Fuzzing the decoders through the real receiver: protobuf and OTLP/JSON bodies for traces and metrics.
+"""Fuzzing the decoders through the real receiver: protobuf and OTLP/JSON bodies for traces, metrics and logs.
 
 Each example is one request to a real uvicorn receiver storing into a real PostgreSQL. The properties, whatever the
 hostile part of a body holds (values at and past every integer field's range, wrong JSON types, control characters,
@@ -28,9 +28,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
@@ -209,6 +211,24 @@ def hostile_metrics(draw: st.DrawFn) -> Metric:
     return metric
 
 
+@st.composite
+def hostile_log_records(draw: st.DrawFn) -> LogRecord:
+    record = LogRecord(
+        time_unix_nano=draw(st.one_of(st.just(0), TIMES)),
+        observed_time_unix_nano=draw(st.one_of(st.just(0), TIMES)),
+        severity_number=draw(INT32),  # an open enum: any int32 is on the wire
+        severity_text=draw(TEXT),
+        event_name=draw(TEXT),
+        dropped_attributes_count=draw(UINT32),
+        flags=draw(UINT32),
+        trace_id=draw(st.one_of(st.just(b""), IDS16)),
+        span_id=draw(st.one_of(st.just(b""), IDS8)),
+    )
+    record.body.CopyFrom(draw(any_values()))
+    record.attributes.extend(draw(ATTRS))
+    return record
+
+
 # --- good items ------------------------------------------------------------------------------------------------
 
 
@@ -230,6 +250,23 @@ def good_metric(name: str) -> Metric:
     metric = Metric(name=name, unit="By")
     metric.gauge.data_points.add(time_unix_nano=time.time_ns(), as_int=1024)
     return metric
+
+
+def good_record(body: str) -> LogRecord:
+    record = LogRecord(time_unix_nano=time.time_ns(), severity_number=9, trace_id=b"\x11" + uuid.uuid4().bytes[1:])
+    record.body.string_value = body
+    return record
+
+
+def log_request(good: list[LogRecord], hostile: list[LogRecord], hostile_resource: list[KeyValue]) -> Any:
+    request = ExportLogsServiceRequest()
+    clean = request.resource_logs.add()
+    clean.resource.attributes.add(key="service.name", value=AnyValue(string_value="fuzz"))
+    clean.scope_logs.add().log_records.extend([*good[:1], *hostile[:1], *good[1:], *hostile[1:2]])
+    mixed = request.resource_logs.add()
+    mixed.resource.attributes.extend(hostile_resource)
+    mixed.scope_logs.add().log_records.extend(hostile[2:] or hostile[:1])
+    return request
 
 
 def trace_request(good: list[Span], hostile: list[Span], hostile_resource: list[KeyValue]) -> ExportTraceServiceRequest:
@@ -365,6 +402,15 @@ def assert_points_stored(sql: Sql, response: httpx.Response, names: list[str]) -
     assert sorted(r["metric_name"] for r in rows) == sorted(names), response.content[:500]
 
 
+def assert_records_stored(sql: Sql, response: httpx.Response, bodies: list[str]) -> None:
+    if response.status_code == 503:
+        assert response.headers.get("retry-after")
+        return
+    assert response.status_code == 200, f"mixed batch refused whole: {response.status_code} {response.content[:500]!r}"
+    rows = sql("SELECT body #>> '{}' AS body FROM log_records WHERE body #>> '{}' = ANY($1::text[])", bodies)
+    assert sorted(r["body"] for r in rows) == sorted(bodies), response.content[:500]
+
+
 @pytest.fixture
 def fuzz_receiver(receiver: ReceiverServer) -> ReceiverServer:
     yield receiver
@@ -426,9 +472,32 @@ def test_json_metrics(fuzz_receiver: ReceiverServer, sql: Sql, data: st.DataObje
 
 
 @FUZZ
+@given(hostile=st.lists(hostile_log_records(), min_size=1, max_size=4), resource=ATTRS, gzipped=st.booleans())
+def test_protobuf_logs(fuzz_receiver: ReceiverServer, sql: Sql, hostile: list[LogRecord], resource: list[KeyValue],
+                       gzipped: bool) -> None:  # fmt: skip
+    bodies = [f"fuzz.good.{uuid.uuid4().hex}" for _ in range(3)]
+    body = log_request([good_record(b) for b in bodies], hostile, resource).SerializeToString()
+    response = post(fuzz_receiver, "/v1/logs", body, PB, gzipped)
+    assert_records_stored(sql, response, bodies)
+
+
+@FUZZ
+@given(data=st.data(), hostile=st.lists(hostile_log_records(), min_size=1, max_size=3))
+def test_json_logs(fuzz_receiver: ReceiverServer, sql: Sql, data: st.DataObject, hostile: list[LogRecord]) -> None:
+    bodies = [f"fuzz.good.{uuid.uuid4().hex}" for _ in range(3)]
+    tree = to_otlp_json(log_request([good_record(b) for b in bodies], [], []))
+    records = tree["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    for record in hostile:
+        records.insert(data.draw(st.integers(0, len(records))), data.draw(mutated(to_otlp_json(record))))
+    response = post(fuzz_receiver, "/v1/logs", dumps(tree), JSON)
+    assert response.headers["content-type"].startswith(JSON)
+    assert_records_stored(sql, response, bodies)
+
+
+@FUZZ
 @given(
     data=st.data(),
-    path=st.sampled_from(["/v1/traces", "/v1/metrics"]),
+    path=st.sampled_from(["/v1/traces", "/v1/metrics", "/v1/logs"]),
     kind=st.sampled_from([PB, JSON]),
     gzipped=st.booleans(),
 )
