@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -101,7 +102,7 @@ def test_manifest_builds_exactly_the_components_the_config_uses(otelcol_bin: Pat
 def test_pipelines_put_memory_limiter_first_and_use_the_persistent_queue() -> None:
     config = yaml.safe_load((CONFIG_DIR / "config.yaml").read_text())
     pipelines = config["service"]["pipelines"]
-    assert set(pipelines) == {"traces", "metrics"}
+    assert set(pipelines) == {"traces", "metrics", "logs"}
     for pipeline in pipelines.values():
         assert pipeline["processors"][0] == "memory_limiter"
         assert pipeline["exporters"] == ["otlp_http/glia"]
@@ -241,6 +242,14 @@ def test_collector_forwards_gzip_protobuf_with_the_bearer_token(
     sent_metrics = stand_in_receiver.wait_for(lambda e: e.path == "/v1/metrics")
     decoded = ExportMetricsServiceRequest.FromString(gzip.decompress(sent_metrics.body))
     assert decoded.resource_metrics[0].scope_metrics[0].metrics[0].name == "glia.test.gauge"
+
+    logs = ExportLogsServiceRequest()
+    logs.resource_logs.add().scope_logs.add().log_records.add(time_unix_nano=time.time_ns()).body.string_value = "l1"
+    assert collector.post("/v1/logs", logs.SerializeToString()) == 200
+    sent_logs = stand_in_receiver.wait_for(lambda e: e.path == "/v1/logs")
+    assert sent_logs.headers["Authorization"] == "Bearer k3y"
+    decoded_logs = ExportLogsServiceRequest.FromString(gzip.decompress(sent_logs.body))
+    assert decoded_logs.resource_logs[0].scope_logs[0].log_records[0].body.string_value == "l1"
 
 
 def test_queued_spans_survive_a_killed_collector_while_the_receiver_answers_503(
