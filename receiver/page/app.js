@@ -1,10 +1,13 @@
-// Glia's read-only page: plain JavaScript, inline SVG plots, data from the receiver's /api (nothing from elsewhere).
-// It runs under a strict Content-Security-Policy (receiver/guard.py): no inline script, no eval, no style attributes.
+// Glia's read-only page: plain JavaScript, charts by uPlot (vendor/, served by the receiver), data from the
+// receiver's /api (nothing from elsewhere). It runs under a strict Content-Security-Policy (receiver/guard.py): no
+// inline script, no eval, no style attributes (styles go through the CSSOM, which the policy allows).
 // The API key (when the receiver has keys) is kept in this browser's localStorage and sent as a bearer token.
+// The filters live in the query string (?program=align&status=error), the open view in the hash (#run=ID,
+// #program=NAME, #workflow=ID), so every view can be bookmarked, shared and reached with Back.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { cursor: null, params: null, shown: 0 };
+const state = { cursor: null, params: null, shown: 0, search: null };
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -20,20 +23,35 @@ function el(tag, attrs = {}, ...children) {
 }
 
 // --- formatting ---------------------------------------------------------------------------------------------------
-function bytes(v) {
+const KiB = 1024, MiB = KiB * 1024, GiB = MiB * 1024;
+function bytes(v, digits = 1) {
   if (v === null || v === undefined) return "-";
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
   while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-  return i === 0 ? `${v.toFixed(0)} B` : `${v.toFixed(1)} ${units[i]}`;
+  return i === 0 ? `${v.toFixed(0)} B` : `${v.toFixed(digits)} ${units[i]}`;
 }
+// an axis tick: as few digits as the tick needs (256 MiB, 1.5 GiB)
+const tickBytes = (v) => bytes(v, Number.isInteger(+bytes(v, 2).split(" ")[0]) ? 0 : 1).replace(/\.0 /, " ");
 function seconds(v) {
   if (v === null || v === undefined) return "-";
   if (v < 60) return v < 10 ? `${v.toFixed(2)}s` : `${v.toFixed(1)}s`;
   const s = Math.round(v), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
   return h ? `${h}h${String(m).padStart(2, "0")}m${String(r).padStart(2, "0")}s` : `${m}m${String(r).padStart(2, "0")}s`;
 }
+// an axis tick: whole seconds, minutes or hours where the tick is one (90s reads 1m30s)
+const tickSeconds = (v) => (v < 60 ? `${+v.toFixed(2)}s` : seconds(v).replace(/m00s$/, "m").replace(/h00m$/, "h"));
 const when = (iso) => iso.replace("T", " ").slice(0, 19);
+const shortSha = (sha) => (sha ? sha.slice(0, 8) : "no script hash");
+
+// --- statuses: running, lost, error, ok (docs/querying.md) --------------------------------------------------------
+// A run is an error when its span status is ERROR or its exit code is not zero, else ok (a span whose status was
+// never set, as a successful `glia run` leaves it, is ok).
+function statusOf(run) {
+  if (run.status === "running" || run.status === "lost") return run.status;
+  if (run.status === "error" || (run.exit_code !== null && run.exit_code !== undefined && run.exit_code !== 0)) return "error";
+  return "ok";
+}
 
 // --- memory: two figures, two names (docs/attributes.md) ----------------------------------------------------------
 // What each method means, shown as the figure's tooltip; an unknown method is shown as it is.
@@ -79,18 +97,41 @@ function showError(err) {
   p.hidden = !err;
 }
 
-// --- runs table ---------------------------------------------------------------------------------------------------
-function filterParams() {
-  const form = new FormData($("#filters"));
+// --- filters, kept in the query string ----------------------------------------------------------------------------
+const FILTERS = ["program", "user", "host", "status", "since", "attr", "sort"];
+
+function filtersFromForm() {
   const params = new URLSearchParams();
-  for (const [k, v] of form.entries()) if (String(v).trim()) params.set(k, String(v).trim());
-  params.set("limit", "50");
+  for (const [k, v] of new FormData($("#filters")).entries()) if (String(v).trim()) params.set(k, String(v).trim());
+  if (params.get("sort") === "-started_at") params.delete("sort");  // the default: kept out of the URL
   return params;
 }
 
+function filtersToForm(params) {
+  const form = $("#filters");
+  for (const name of FILTERS) {
+    const field = form.elements[name];
+    if (field) field.value = params.get(name) ?? (name === "sort" ? "-started_at" : "");
+  }
+}
+
+// Applies the form's filters: into the URL (a new history entry, so Back undoes a filter) and the table.
+function applyFilters() {
+  const search = filtersFromForm().toString();
+  if (search !== location.search.slice(1)) history.pushState(null, "", `${location.pathname}${search ? `?${search}` : ""}${location.hash}`);
+  state.search = location.search;
+  loadRuns(false);
+}
+
+// --- runs table ---------------------------------------------------------------------------------------------------
 async function loadRuns(append) {
   showError(null);
-  if (!append) { state.params = filterParams(); state.cursor = null; state.shown = 0; }
+  if (!append) {
+    state.params = new URLSearchParams(location.search);
+    state.params.set("limit", "50");
+    state.cursor = null;
+    state.shown = 0;
+  }
   const params = new URLSearchParams(state.params);
   if (append && state.cursor) params.set("cursor", state.cursor);
   try {
@@ -106,59 +147,166 @@ async function loadRuns(append) {
 }
 
 function runRow(run) {
-  return el("tr", { "data-run-id": run.run_id, onclick: () => { location.hash = `run=${run.run_id}`; } },
-    el("td", {}, when(run.started_at)),
-    el("td", {}, run.program_name ?? run.run_name),
-    el("td", {}, run.user_name ?? "-"),
-    el("td", {}, run.host_name ?? "-"),
-    el("td", { class: `status-${run.status}` }, run.status),
-    el("td", { class: "num" }, run.exit_code ?? "-"),
-    el("td", { class: "num" }, seconds(run.wall_seconds)),
-    el("td", { class: "num" }, run.cpu_percent === null ? "-" : run.cpu_percent.toFixed(0)),
-    el("td", { class: "num peak-rss", title: run.peak_rss_method ?? "" }, bytes(run.peak_rss_bytes)),
-    el("td", { class: "num tree-peak", title: run.tree_peak_method ?? "" }, bytes(run.tree_peak_bytes),
-      oomKilled(run) ? el("span", { class: "oom", title: `oom_kills: ${run.oom_kills}` }, " OOM") : ""));
+  const status = statusOf(run);
+  const name = run.task_name ?? run.run_name;
+  return el("tr", { "data-run-id": run.run_id, "data-status": status, tabindex: "0",
+    onclick: (e) => { if (!e.target.closest("a")) location.hash = `run=${run.run_id}`; },
+    onkeydown: (e) => { if (e.key === "Enter" && e.target === e.currentTarget) location.hash = `run=${run.run_id}`; } },
+  el("td", {}, when(run.started_at)),
+  el("td", { class: "name", title: name }, el("a", { href: `#run=${run.run_id}`, tabindex: "-1" }, name)),
+  el("td", { class: "program" }, run.program_name
+    ? el("a", { href: `#program=${encodeURIComponent(run.program_name)}`, tabindex: "-1", title: `all runs of ${run.program_name}` }, run.program_name)
+    : "-"),
+  el("td", {}, run.user_name ?? "-"),
+  el("td", {}, run.host_name ?? "-"),
+  el("td", { class: `status status-${status}`, title: run.status_message ?? "" }, status),
+  el("td", { class: "num" }, run.exit_code ?? "-"),
+  el("td", { class: "num" }, seconds(run.wall_seconds)),
+  el("td", { class: "num" }, run.cpu_percent === null ? "-" : run.cpu_percent.toFixed(0)),
+  el("td", { class: "num peak-rss", title: run.peak_rss_method ?? "" }, bytes(run.peak_rss_bytes)),
+  el("td", { class: "num tree-peak", title: run.tree_peak_method ?? "" }, bytes(run.tree_peak_bytes),
+    oomKilled(run) ? el("span", { class: "oom", title: `oom_kills: ${run.oom_kills}` }, " OOM") : ""));
 }
 
-// --- plots --------------------------------------------------------------------------------------------------------
-// points: [{x: number, y: number}], drawn as a line (or dots) with min/max labels on both axes.
-function plot(title, points, { yFormat = String, xFormat = String, dots = false, bad = () => false } = {}) {
-  const W = 460, H = 180, L = 64, R = 10, T = 10, B = 28;
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  const add = (tag, attrs, text) => {
-    const n = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
-    if (text !== undefined) n.textContent = text;
-    svg.append(n);
-    return n;
+// --- charts (uPlot) -----------------------------------------------------------------------------------------------
+// Every chart has both axes with tick values and units, and a tooltip with the values under the mouse. The tick
+// labels drawn last are kept on the chart's element (data-x-ticks, data-y-ticks) and the uPlot instance as its
+// `uplot` property: for tests and for anyone reading the DOM, since the canvas holds only pixels.
+const ACCENT = "#2563eb", BAD = "#c0262d", INK = "#1d2330", GRID = "#e4e7ec";
+// Script versions in first-seen order take these colours (red is kept for failed runs).
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
+const NO_VERSION = "#7f7f7f";
+const FONT = "11px system-ui, sans-serif", LABEL_FONT = "12px system-ui, sans-serif";
+const W = 560, H = 240;
+
+// nice steps: binary ones for bytes, clock ones for seconds, uPlot's decimal ones otherwise
+const BYTE_INCRS = [KiB, MiB, GiB].flatMap((u) => [1, 2, 4, 8, 16, 32, 64, 128, 256, 512].map((m) => m * u)).concat([1024 * GiB]);
+const SECOND_INCRS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
+  3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400];
+const UNITS = {
+  bytes: { format: bytes, tick: tickBytes, incrs: BYTE_INCRS },
+  seconds: { format: seconds, tick: tickSeconds, incrs: SECOND_INCRS },
+  percent: { format: (v) => `${v.toFixed(0)}%`, tick: (v) => `${+v.toFixed(1)}%`, incrs: undefined },
+};
+// UTC dates for a time axis, as short as the visible span allows
+function tickTime(v, u) {
+  const iso = new Date(v * 1000).toISOString(), span = u.scales.x.max - u.scales.x.min;
+  return span > 4 * 86400 ? iso.slice(0, 10) : span > 86400 ? `${iso.slice(5, 10)} ${iso.slice(11, 16)}` : iso.slice(11, 19);
+}
+
+function chartFrame(id, title) {
+  const wrap = el("figure", { class: "chart", id });
+  wrap.append(el("figcaption", {}, title));
+  return wrap;
+}
+
+// An empty chart: its frame and a line saying why.
+function noData(id, title, why) {
+  const wrap = chartFrame(id, title);
+  wrap.dataset.points = "0";
+  wrap.append(el("p", { class: "muted nodata" }, why));
+  return wrap;
+}
+
+function axes(wrap, x, y) {
+  const ticks = {};
+  const record = (key, fmt) => (u, splits) => (ticks[key] = splits.map((v) => (v === null ? "" : fmt(v, u))));
+  const axis = (key, spec, extra) => ({
+    label: spec.label, values: record(key, spec.tick), incrs: spec.incrs, stroke: INK, font: FONT, labelFont: LABEL_FONT,
+    grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 }, ...extra,
+  });
+  const draw = () => { wrap.dataset.xTicks = JSON.stringify(ticks.x ?? []); wrap.dataset.yTicks = JSON.stringify(ticks.y ?? []); };
+  return { axes: [axis("x", x, {}), axis("y", y, { size: 70 })], draw };
+}
+
+// The tooltip: `describe(u)` says what is under the mouse ({lines, x, y} in the plot's CSS pixels) or null.
+function tooltip(wrap, describe) {
+  const tip = el("div", { class: "tip", role: "status" });
+  tip.hidden = true;
+  return {
+    hooks: {
+      init: [(u) => u.over.append(tip)],
+      setCursor: [(u) => {
+        const hit = u.cursor.left >= 0 ? describe(u) : null;
+        tip.hidden = !hit;
+        if (!hit) { delete wrap.dataset.hover; return; }
+        tip.replaceChildren(...hit.lines.map((line, i) => el(i ? "div" : "strong", {}, line)));
+        // kept inside the plot: to the left of the point when it is in the right half
+        tip.style.left = `${hit.x + (hit.x > u.over.clientWidth / 2 ? -tip.offsetWidth - 10 : 10)}px`;
+        tip.style.top = `${Math.max(0, hit.y - tip.offsetHeight - 6)}px`;
+        wrap.dataset.hover = hit.id ?? "";
+      }],
+    },
   };
-  const wrap = el("div", { class: "plot" }, el("h3", {}, title));
-  wrap.append(svg);
-  // what was drawn, for tests and for anyone reading the DOM: how many points, and the largest value
-  svg.setAttribute("data-points", String(points.length));
-  if (!points.length) { add("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no data"); return wrap; }
-  const xs = points.map((p) => p.x), ys = points.map((p) => p.y);
-  svg.setAttribute("data-y-max", String(Math.max(...ys)));
-  let [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(0, ...ys), Math.max(...ys)];
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) y1 = y0 + 1;
-  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
-  add("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B });
-  add("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B });
-  add("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, yFormat(y1));
-  add("text", { x: L - 4, y: H - B, "text-anchor": "end" }, yFormat(y0));
-  add("text", { x: L, y: H - 8 }, xFormat(x0));
-  add("text", { x: W - R, y: H - 8, "text-anchor": "end" }, xFormat(x1));
-  if (dots) {
-    points.forEach((p) => add("circle", { class: bad(p) ? "dot bad" : "dot", cx: sx(p.x), cy: sy(p.y), r: 3 }));
-  } else {
-    add("polyline", { class: "line", points: points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join(" ") });
-    // a few samples (a short run) are marked one by one: a single one would otherwise draw nothing
-    if (points.length <= 60) points.forEach((p) => add("circle", { class: "vertex", cx: sx(p.x), cy: sy(p.y), r: 2 }));
-  }
+}
+
+// A line over time: x and y are arrays of numbers, xs and ys their unit specs ({label, tick, format, incrs}).
+function lineChart(id, title, x, y, xs, ys, xMax) {
+  if (!x.length) return noData(id, title, "no samples");
+  const wrap = chartFrame(id, title);
+  const { axes: ax, draw } = axes(wrap, xs, ys);
+  const tip = tooltip(wrap, (u) => {
+    const i = u.cursor.idx;
+    if (i === null || i === undefined || u.data[1][i] === null) return null;
+    return { x: u.valToPos(u.data[0][i], "x"), y: u.valToPos(u.data[1][i], "y"),
+      lines: [ys.format(u.data[1][i]), xs.format(u.data[0][i])] };
+  });
+  wrap.dataset.points = String(x.length);
+  wrap.dataset.yMax = String(Math.max(...y));
+  wrap.uplot = new uPlot({
+    width: W, height: H, legend: { show: false }, plugins: [tip],
+    // from the run's start to its end (or the last sample), from zero up
+    scales: { x: { time: false, range: (u, lo, hi) => [0, Math.max(hi, xMax ?? 0) || 1] },
+      y: { range: (u, lo, hi) => [0, hi > 0 ? hi * 1.05 : 1] } },
+    axes: ax,
+    series: [{}, { stroke: ACCENT, width: 1.5, fill: "rgba(37, 99, 235, 0.08)", points: { show: x.length <= 60, size: 5, fill: ACCENT } }],
+    cursor: { drag: { x: true, y: false }, points: { size: 8, fill: ACCENT } },
+    hooks: { draw: [draw] },
+  }, [x, y], wrap);
+  return wrap;
+}
+
+// Runs as points over time, one colour per script version, failed runs ringed in red; hovering shows the nearest
+// run, clicking opens it.
+function runsChart(id, title, runs, value, ys, versions) {
+  const shown = runs.filter((r) => value(r) !== null && value(r) !== undefined);
+  if (!shown.length) return noData(id, title, "no runs with this figure");
+  const wrap = chartFrame(id, title);
+  const { axes: ax, draw } = axes(wrap, { label: "started (UTC)", tick: tickTime }, ys);
+  const x = shown.map((r) => Date.parse(r.started_at) / 1000);
+  const data = [x, ...versions.map((v) => shown.map((r) => (r.script_sha256 ?? null) === v.sha ? value(r) : null)),
+    shown.map((r) => (statusOf(r) === "error" ? value(r) : null))];
+  const near = (u) => {
+    let best = null, bestD = 24 * 24;
+    shown.forEach((r, i) => {
+      const dx = u.valToPos(x[i], "x") - u.cursor.left, dy = u.valToPos(value(r), "y") - u.cursor.top, d = dx * dx + dy * dy;
+      if (d < bestD) { best = i; bestD = d; }
+    });
+    return best;
+  };
+  const tip = tooltip(wrap, (u) => {
+    const i = near(u);
+    if (i === null) return null;
+    const r = shown[i];
+    return { id: r.run_id, x: u.valToPos(x[i], "x"), y: u.valToPos(value(r), "y"),
+      lines: [ys.format(value(r)), `${when(r.started_at)} · ${statusOf(r)}`, `version ${shortSha(r.script_sha256)}`, r.task_name ?? r.run_name] };
+  });
+  const dot = (colour) => ({ stroke: colour, paths: () => null, points: { show: true, size: 8, width: 1, stroke: colour, fill: colour } });
+  wrap.dataset.points = String(shown.length);
+  wrap.dataset.yMax = String(Math.max(...shown.map(value)));
+  wrap.uplot = new uPlot({
+    width: W, height: H, legend: { show: false }, plugins: [tip],
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
+    // padded, so that the first and last runs' points are not cut by the plot's edges
+    scales: { x: { range: (u, lo, hi) => { const pad = Math.max((hi - lo) * 0.04, 1800); return [lo - pad, hi + pad]; } },
+      y: { range: (u, lo, hi) => [0, hi > 0 ? hi * 1.08 : 1] } },
+    axes: ax,
+    series: [{}, ...versions.map((v) => ({ label: shortSha(v.sha), ...dot(v.colour) })),
+      { label: "failed", stroke: BAD, paths: () => null, points: { show: true, size: 13, width: 2, stroke: BAD, fill: "rgba(0,0,0,0)" } }],
+    cursor: { points: { show: false }, drag: { x: true, y: false } },
+    hooks: { draw: [draw] },
+  }, data, wrap);
+  wrap.uplot.over.addEventListener("click", () => { if (wrap.dataset.hover) location.hash = `run=${wrap.dataset.hover}`; });
   return wrap;
 }
 
@@ -185,17 +333,30 @@ function timelines(series, startMs) {
   return { memory, cpu };
 }
 
+// --- views --------------------------------------------------------------------------------------------------------
+const VIEWS = ["#run-detail", "#program-detail", "#workflow-detail"];
+
+function show(id, ...content) {
+  for (const other of VIEWS) if (other !== id) $(other).hidden = true;
+  const box = $(id);
+  const close = el("a", { href: "#", class: "close", title: "back to the runs (Esc)" }, "× close");
+  box.replaceChildren(close, ...content);
+  box.hidden = false;
+  box.scrollIntoView();
+  box.querySelector("h2")?.focus({ preventScroll: true });
+  return box;
+}
+
 // --- one run ------------------------------------------------------------------------------------------------------
 async function showRun(id) {
-  const box = $("#run-detail");
-  $("#program-detail").hidden = true;
-  $("#workflow-detail").hidden = true;
   try {
     const [run, metrics] = await Promise.all([api(`/api/runs/${id}`), api(`/api/runs/${id}/metrics`)]);
     const { memory, cpu } = timelines(metrics.series, Date.parse(run.started_at));
+    const status = statusOf(run);
     const attrs = el("dl", { class: "attrs" });
     const facts = {
-      run_id: run.run_id, program: run.program_name, status: `${run.status}${run.status_message ? ` (${run.status_message})` : ""}`,
+      run_id: run.run_id, name: run.run_name, program: run.program_name,
+      status: `${status}${run.status_message ? ` (${run.status_message})` : ""}`,
       exit_code: run.exit_code, user: run.user_name, host: run.host_name, started_at: when(run.started_at),
       wall: seconds(run.wall_seconds), cpu: `${seconds(run.cpu_seconds)} (${run.cpu_percent?.toFixed(0) ?? "-"} %)`,
     };
@@ -204,18 +365,19 @@ async function showRun(id) {
       runtime: run.runtime,
     };
     const addFacts = (o) => {
-      for (const [k, v] of Object.entries(o)) if (v !== null && v !== undefined && v !== "") attrs.append(el("dt", {}, k), el("dd", {}, String(v)));
+      for (const [k, v] of Object.entries(o)) if (v !== null && v !== undefined && v !== "") attrs.append(el("dt", {}, k), el("dd", { id: `fact-${k}` }, String(v)));
     };
     addFacts(facts);
     attrs.append(...memoryFacts(run));
     addFacts(more);
     for (const [k, v] of Object.entries(run.attributes)) attrs.append(el("dt", {}, k), el("dd", { class: "custom" }, JSON.stringify(v)));
+    const since = { label: "seconds since the run started", tick: tickSeconds, format: (v) => `at ${seconds(v)}`, incrs: SECOND_INCRS };
     const plots = el("div", { class: "plots" },
-      el("div", { id: "memory-plot" }, plot("memory over time (RSS)", memory, { yFormat: bytes, xFormat: seconds })),
-      el("div", { id: "cpu-plot" }, plot("CPU over time (% of one core)", cpu, { yFormat: (v) => `${v.toFixed(0)}%`, xFormat: seconds })));
+      lineChart("memory-plot", "memory over time (RSS)", memory.map((p) => p.x), memory.map((p) => p.y), since, { ...UNITS.bytes, label: "RSS" }, run.wall_seconds),
+      lineChart("cpu-plot", "CPU over time (% of one core)", cpu.map((p) => p.x), cpu.map((p) => p.y), since, { ...UNITS.percent, label: "CPU (% of one core)" }, run.wall_seconds));
     const children = run.children.length
       ? el("ul", {}, ...run.children.map((c) => el("li", { style: `margin-left:${(c.depth - 1) * 1.2}em` },
-        `${c.name}  ${seconds(c.wall_seconds)}  ${c.status}`)))
+        `${c.name}  ${seconds(c.wall_seconds)}  ${statusOf(c)}`)))
       : el("p", {}, "no child spans");
     const programLink = run.program_name
       ? el("a", { href: `#program=${encodeURIComponent(run.program_name)}`, id: "program-link" }, `all runs of ${run.program_name}`)
@@ -225,12 +387,11 @@ async function showRun(id) {
       ? el("a", { href: `#workflow=${encodeURIComponent(workflowId)}`, id: "workflow-link" },
         run.run_kind === "workflow" ? "its tasks as a timeline" : `its workflow${run.workflow_name ? ` ${run.workflow_name}` : ""}`)
       : "";
-    box.replaceChildren(el("h2", {}, `Run ${run.run_id} — ${run.run_name}`), programLink, workflowId && programLink ? " · " : "",
-      workflowLink, attrs,
+    show("#run-detail",
+      el("h2", { tabindex: "-1" }, `Run ${run.run_name} `, el("span", { class: `status-${status}` }, status), el("span", { class: "muted" }, ` ${run.run_id}`)),
+      programLink, workflowId && programLink ? " · " : "", workflowLink, attrs,
       memory.length || cpu.length ? plots : el("p", { class: "muted" }, "no samples: the run ended before its first sample (one second in)"),
       el("h3", {}, "Child spans"), children);
-    box.hidden = false;
-    box.scrollIntoView();
   } catch (err) { showError(err); }
 }
 
@@ -251,26 +412,55 @@ function memoryFacts(run) {
 }
 
 // --- one program --------------------------------------------------------------------------------------------------
+const median = (xs) => {
+  const s = xs.filter((v) => v !== null && v !== undefined).sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
+};
+
+// The program's script versions in first-seen order, each with its colour and the figures of its runs here.
+function versionsOf(runs) {
+  const groups = new Map();
+  for (const r of runs) {
+    const sha = r.script_sha256 ?? null;
+    if (!groups.has(sha)) groups.set(sha, []);
+    groups.get(sha).push(r);
+  }
+  let next = 0;
+  return [...groups.entries()].map(([sha, rs]) => ({
+    sha, runs: rs, colour: sha === null ? NO_VERSION : PALETTE[next++ % PALETTE.length],
+    first: rs[0].started_at, failed: rs.filter((r) => statusOf(r) === "error").length,
+    wall: median(rs.map((r) => r.wall_seconds)), peak: median(rs.map((r) => r.peak_rss_bytes)),
+  }));
+}
+
+function versionTable(versions) {
+  return el("table", { id: "program-versions", class: "compact" },
+    el("thead", {}, el("tr", {}, el("th", {}, "Script version"), el("th", {}, "First seen (UTC)"), el("th", { class: "num" }, "Runs"),
+      el("th", { class: "num" }, "Failed"), el("th", { class: "num" }, "Median wall"),
+      el("th", { class: "num", title: "peak_rss_bytes: the largest process's peak RSS" }, "Median peak RSS"))),
+    el("tbody", {}, ...versions.map((v) => el("tr", { "data-version": v.sha ?? "", "data-colour": v.colour },
+      el("td", { title: v.sha ?? "" }, el("span", { class: "swatch", style: `background:${v.colour}` }), ` ${shortSha(v.sha)}`),
+      el("td", {}, when(v.first)), el("td", { class: "num" }, v.runs.length),
+      el("td", { class: v.failed ? "num bad" : "num" }, v.failed),
+      el("td", { class: "num" }, seconds(v.wall)), el("td", { class: "num" }, bytes(v.peak))))));
+}
+
 async function showProgram(name) {
-  const box = $("#program-detail");
-  $("#run-detail").hidden = true;
-  $("#workflow-detail").hidden = true;
   try {
     const page = await api(`/api/runs?${new URLSearchParams({ program: name, limit: "500", sort: "-started_at" })}`);
     const runs = page.runs.slice().reverse();
-    const day = (r) => Date.parse(r.started_at) / 86400000;
-    const dayLabel = (d) => new Date(d * 86400000).toISOString().slice(0, 10);
-    const bad = (p) => p.run.status === "error";
-    const memory = runs.filter((r) => r.peak_rss_bytes !== null).map((r) => ({ x: day(r), y: r.peak_rss_bytes, run: r }));
-    const wall = runs.map((r) => ({ x: day(r), y: r.wall_seconds, run: r }));
-    const versions = new Set(runs.map((r) => r.script_sha256).filter(Boolean));
-    box.replaceChildren(
-      el("h2", {}, `Program ${name}`),
-      el("p", {}, `${runs.length} most recent runs${page.next_cursor ? " (older ones not shown)" : ""}, ${versions.size} script version(s); errors in red`),
+    const versions = versionsOf(runs);
+    const failed = runs.filter((r) => statusOf(r) === "error").length;
+    const filterLink = el("a", { href: `?${new URLSearchParams({ program: name })}`, id: "program-filter-link" }, "list them in the table");
+    show("#program-detail",
+      el("h2", { tabindex: "-1" }, `Program ${name}`),
+      el("p", {}, `${runs.length} most recent runs${page.next_cursor ? " (older ones not shown)" : ""}, `
+        + `${versions.length} script version${versions.length === 1 ? "" : "s"}, ${failed} failed (ringed in red) · `, filterLink),
+      versionTable(versions),
       el("div", { class: "plots" },
-        el("div", { id: "program-memory-plot" }, plot("peak memory per run (largest process)", memory, { yFormat: bytes, xFormat: dayLabel, dots: true, bad })),
-        el("div", { id: "program-wall-plot" }, plot("wall time per run", wall, { yFormat: seconds, xFormat: dayLabel, dots: true, bad }))));
-    box.hidden = false;
+        runsChart("program-wall-plot", "wall time per run, by script version", runs, (r) => r.wall_seconds, { ...UNITS.seconds, label: "wall time" }, versions),
+        runsChart("program-memory-plot", "peak memory per run (largest process), by script version", runs, (r) => r.peak_rss_bytes,
+          { ...UNITS.bytes, label: "peak RSS" }, versions)));
   } catch (err) { showError(err); }
 }
 
@@ -281,9 +471,6 @@ async function showProgram(name) {
 const WORKFLOW_MAX_RUNS = 5000;
 
 async function showWorkflow(id) {
-  const box = $("#workflow-detail");
-  $("#run-detail").hidden = true;
-  $("#program-detail").hidden = true;
   try {
     const runs = [];
     let cursor = null;
@@ -297,27 +484,25 @@ async function showWorkflow(id) {
     const workflow = runs.find((r) => r.run_kind === "workflow");
     const tasks = runs.filter((r) => r !== workflow);
     const name = workflow?.workflow_name ?? tasks.find((t) => t.workflow_name)?.workflow_name ?? id;
-    const failed = tasks.filter((t) => t.status === "error").length;
-    const head = [el("h2", {}, `Workflow ${name}`)];
+    const failed = tasks.filter((t) => statusOf(t) === "error").length;
+    const head = [el("h2", { tabindex: "-1" }, `Workflow ${name}`)];
     const facts = el("dl", { class: "attrs" });
     const add = (k, v) => { if (v !== null && v !== undefined && v !== "") facts.append(el("dt", {}, k), el("dd", {}, String(v))); };
     add("workflow_run_id", workflow?.workflow_run_id ?? tasks[0]?.workflow_run_id ?? id);
     add("engine", workflow?.workflow_engine ?? tasks[0]?.workflow_engine);
     if (workflow) {
-      add("status", workflow.status);
+      add("status", statusOf(workflow));
       add("wall", seconds(workflow.wall_seconds));
       head.push(el("a", { href: `#run=${workflow.run_id}`, id: "workflow-run-link" }, "the workflow's own run"));
     } else {
       head.push(el("p", { class: "muted" }, "the workflow's own span has not arrived: its tasks, grouped by their workflow_run_id"));
     }
     add("tasks", `${tasks.length}${cursor ? ` shown (more not loaded: past ${WORKFLOW_MAX_RUNS})` : ""}, ${failed} failed`);
-    box.replaceChildren(...head, facts,
+    show("#workflow-detail", ...head, facts,
       el("p", { class: "muted" }, "one row per task attempt (#2 a retry), from its start to its end; green ok, red failed,"
-        + " grey unset; after each bar its wall time / peak memory (largest process, GNU time %M)"),
+        + " blue running, amber lost; after each bar its wall time / peak memory (largest process, GNU time %M)"),
       el("div", { id: "workflow-timeline" }, timeline(tasks, workflow)),
       taskTable(tasks));
-    box.hidden = false;
-    box.scrollIntoView();
   } catch (err) { showError(err); }
 }
 
@@ -325,11 +510,11 @@ async function showWorkflow(id) {
 // to its end on a shared time axis, its wall time and peak memory (the largest process's) after the bar; each row
 // links to the task's run. The bar's colour is its status.
 function timeline(tasks, workflow) {
-  const ROW = 18, L = 280, R = 170, T = 8, B = 28, W = 1100;
+  const ROW = 18, L = 280, R = 170, T = 8, B = 28, TW = 1100;
   const ns = "http://www.w3.org/2000/svg";
-  const H = T + B + ROW * Math.max(tasks.length, 1);
+  const TH = T + B + ROW * Math.max(tasks.length, 1);
   const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("width", TW); svg.setAttribute("height", TH); svg.setAttribute("viewBox", `0 0 ${TW} ${TH}`);
   svg.setAttribute("class", "timeline");
   svg.setAttribute("data-tasks", String(tasks.length));
   const make = (tag, attrs, text) => {
@@ -338,29 +523,30 @@ function timeline(tasks, workflow) {
     if (text !== undefined) n.textContent = text;
     return n;
   };
-  if (!tasks.length) { svg.append(make("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no tasks")); return svg; }
+  if (!tasks.length) { svg.append(make("text", { x: TW / 2, y: TH / 2, "text-anchor": "middle" }, "no tasks")); return svg; }
   const ms = (iso) => Date.parse(iso);
   const starts = tasks.map((t) => ms(t.started_at)), ends = tasks.map((t) => ms(t.ended_at));
   const t0 = Math.min(...starts, workflow ? ms(workflow.started_at) : Infinity);
   let t1 = Math.max(...ends, workflow ? ms(workflow.ended_at) : -Infinity);
   if (t1 <= t0) t1 = t0 + 1000;
-  const sx = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
+  const sx = (t) => L + ((t - t0) / (t1 - t0)) * (TW - L - R);
   // the time axis: five ticks, seconds from the first start
-  svg.append(make("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
+  svg.append(make("line", { class: "axis", x1: L, y1: TH - B, x2: TW - R, y2: TH - B }));
   for (let i = 0; i <= 4; i++) {
-    const x = L + (i / 4) * (W - L - R);
-    svg.append(make("line", { class: "grid", x1: x, y1: T, x2: x, y2: H - B }));
-    svg.append(make("text", { x, y: H - 10, "text-anchor": "middle" }, seconds(((t1 - t0) / 1000) * (i / 4))));
+    const x = L + (i / 4) * (TW - L - R);
+    svg.append(make("line", { class: "grid", x1: x, y1: T, x2: x, y2: TH - B }));
+    svg.append(make("text", { x, y: TH - 10, "text-anchor": "middle" }, seconds(((t1 - t0) / 1000) * (i / 4))));
   }
   tasks.forEach((task, i) => {
     const y = T + i * ROW;
     const x0 = sx(ms(task.started_at)), x1 = Math.max(sx(ms(task.ended_at)), x0 + 1);  // a 0 s task still shows
     const label = `${task.task_name ?? task.run_name}${task.task_attempt > 1 ? ` #${task.task_attempt}` : ""}`;
-    const row = make("a", { href: `#run=${task.run_id}`, class: "task", "data-run-id": task.run_id, "data-status": task.status });
-    row.append(make("title", {}, `${label}: ${task.status}, ${seconds(task.wall_seconds)}, peak ${bytes(task.peak_rss_bytes)}`));
+    const status = statusOf(task);
+    const row = make("a", { href: `#run=${task.run_id}`, class: "task", "data-run-id": task.run_id, "data-status": status });
+    row.append(make("title", {}, `${label}: ${status}, ${seconds(task.wall_seconds)}, peak ${bytes(task.peak_rss_bytes)}`));
     row.append(make("text", { class: "label", x: L - 6, y: y + ROW - 5, "text-anchor": "end" },
       label.length > 44 ? `${label.slice(0, 43)}…` : label));
-    row.append(make("rect", { class: `bar ${task.status}`, x: x0.toFixed(1), y: y + 3, width: (x1 - x0).toFixed(1), height: ROW - 6 }));
+    row.append(make("rect", { class: `bar ${status}`, x: x0.toFixed(1), y: y + 3, width: (x1 - x0).toFixed(1), height: ROW - 6 }));
     row.append(make("text", { class: "figures", x: x1 + 4, y: y + ROW - 5 },
       `${seconds(task.wall_seconds)} / ${bytes(task.peak_rss_bytes)}`));
     svg.append(row);
@@ -379,7 +565,7 @@ function taskTable(tasks) {
     el("tbody", {}, ...tasks.map((t) => el("tr", { "data-run-id": t.run_id, onclick: () => { location.hash = `run=${t.run_id}`; } },
       el("td", {}, el("a", { href: `#run=${t.run_id}` }, t.task_name ?? t.run_name)),
       el("td", { class: "num" }, t.task_attempt ?? "-"),
-      el("td", { class: `status-${t.status}` }, t.status),
+      el("td", { class: `status-${statusOf(t)}` }, statusOf(t)),
       el("td", { class: "num" }, t.exit_code ?? "-"),
       el("td", { class: "num" }, `+${seconds((Date.parse(t.started_at) - t0) / 1000)}`),
       el("td", { class: "num" }, seconds(t.wall_seconds)),
@@ -393,10 +579,50 @@ function route() {
   if (hash.startsWith("run=")) showRun(hash.slice(4));
   else if (hash.startsWith("program=")) showProgram(hash.slice(8));
   else if (hash.startsWith("workflow=")) showWorkflow(hash.slice(9));
-  else for (const id of ["#run-detail", "#program-detail", "#workflow-detail"]) $(id).hidden = true;
+  else for (const id of VIEWS) $(id).hidden = true;
 }
 
-$("#filters").addEventListener("submit", (e) => { e.preventDefault(); loadRuns(false); });
+// Back to the runs: the view closed, the filters kept, focus on the row the view came from.
+function closeView() {
+  const hash = decodeURIComponent(location.hash.slice(1));
+  history.pushState(null, "", `${location.pathname}${location.search}`);
+  route();
+  const row = hash.startsWith("run=") && document.querySelector(`#runs tr[data-run-id="${CSS.escape(hash.slice(4))}"]`);
+  (row || $("#runs tbody tr"))?.focus();
+}
+
+// Keys: "/" to the filters, j/k or the arrows through the rows, Enter opens one, Esc closes the view (or leaves a
+// field). A key with a modifier, or typed into a field, is the browser's.
+function onKey(e) {
+  if (e.ctrlKey || e.metaKey || e.altKey) return;
+  const inField = e.target.closest("input, select, textarea");
+  if (e.key === "Escape") {
+    if (inField) e.target.blur();
+    else if (VIEWS.some((id) => !$(id).hidden)) closeView();
+    return;
+  }
+  if (inField) return;
+  if (e.key === "/") { e.preventDefault(); $("#filters input").focus(); return; }
+  const step = { j: 1, ArrowDown: 1, k: -1, ArrowUp: -1 }[e.key];
+  const rows = [...document.querySelectorAll("#runs tbody tr")];
+  if (step && rows.length && (e.target === document.body || rows.includes(e.target))) {
+    e.preventDefault();
+    const at = rows.indexOf(e.target);
+    rows[Math.max(0, Math.min(rows.length - 1, at < 0 ? 0 : at + step))].focus();
+  }
+}
+
+// Back and Forward: the filters of the entry (the hash's view follows from hashchange)
+function onHistory() {
+  if (location.search === state.search) return;
+  state.search = location.search;
+  filtersToForm(new URLSearchParams(location.search));
+  loadRuns(false);
+}
+
+$("#filters").addEventListener("submit", (e) => { e.preventDefault(); applyFilters(); });
+// a choice from a list applies at once; text fields on Enter
+for (const select of document.querySelectorAll("#filters select")) select.addEventListener("change", applyFilters);
 $("#more").addEventListener("click", () => loadRuns(true));
 $("#key-form").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -405,6 +631,11 @@ $("#key-form").addEventListener("submit", (e) => {
   loadRuns(false);
   route();
 });
+for (const id of VIEWS) $(id).addEventListener("click", (e) => { if (e.target.closest("a.close")) { e.preventDefault(); closeView(); } });
+document.addEventListener("keydown", onKey);
+window.addEventListener("popstate", onHistory);
 window.addEventListener("hashchange", route);
+state.search = location.search;
+filtersToForm(new URLSearchParams(location.search));
 loadRuns(false);
 route();

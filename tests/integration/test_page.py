@@ -1,5 +1,6 @@
 """The page at `/`, in headless Chromium: load it, filter, open a run and a program, and save a screenshot that
-must not be blank; a real 4 s `glia run` has its memory and CPU timelines drawn. Uses Debian's chromium through
+must not be blank; a real 4 s `glia run` has its memory and CPU timelines drawn (test_page_views.py checks the
+charts' axes, tooltips and colours). Uses Debian's chromium through
 Playwright (no browser download)."""
 
 from __future__ import annotations
@@ -89,21 +90,21 @@ def check_page(browser: Any, receiver: ReceiverServer, tmp_path: Path) -> None:
 
     # open run 7: its attributes and its memory and CPU over time
     rows.first.click()
-    page.wait_for_selector("#memory-plot polyline")
+    page.wait_for_selector("#memory-plot canvas")
     detail = page.locator("#run-detail")
     assert "prog-07" in detail.inner_text()
     shown = set(page.locator("#run-detail dd.custom").all_inner_texts())
     assert shown == {f'"{v}"' if isinstance(v, str) else str(v) for v in expected(7)["attributes"].values()}
-    points = page.locator("#memory-plot polyline").get_attribute("points") or ""
-    assert len(points.split()) == int(expected(7)["wall_seconds"] // 10) + 1
-    assert page.locator("#cpu-plot polyline").count() == 1
+    points = page.locator("#memory-plot").get_attribute("data-points")
+    assert points == str(int(expected(7)["wall_seconds"] // 10) + 1)
+    assert page.locator("#cpu-plot canvas").count() == 1
     page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
 
     # the program's runs: peak memory and wall time across them
     page.click("#program-link")
-    page.wait_for_selector("#program-memory-plot circle")
-    assert page.locator("#program-memory-plot circle").count() == 3
-    assert page.locator("#program-wall-plot circle").count() == 3
+    page.wait_for_selector("#program-memory-plot canvas")
+    assert page.locator("#program-memory-plot").get_attribute("data-points") == "3"
+    assert page.locator("#program-wall-plot").get_attribute("data-points") == "3"
     shot = tmp_path / "program.png"
     page.screenshot(path=str(shot), full_page=True)
 
@@ -174,18 +175,18 @@ def test_a_four_second_command_has_memory_and_cpu_timelines_on_its_page(
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{receiver.url}/#run={run['span_id']}")
-        page.wait_for_selector("#cpu-plot svg[data-points]")
-        cpu_svg = page.locator("#cpu-plot svg")
-        memory_svg = page.locator("#memory-plot svg")
+        page.wait_for_selector("#cpu-plot[data-points] canvas")
+        cpu_svg = page.locator("#cpu-plot")
+        memory_svg = page.locator("#memory-plot")
         # what was drawn, not only pixels: the CPU chart has its points, and they show a busy core
         cpu_points = int(cpu_svg.get_attribute("data-points") or 0)
         assert cpu_points >= 3, page.locator("#run-detail").inner_text()
-        assert len((page.locator("#cpu-plot polyline").get_attribute("points") or "").split()) == cpu_points
-        assert page.locator("#cpu-plot circle.vertex").count() == cpu_points
+        drawn = cpu_svg.evaluate("(fig) => fig.uplot.data[1].filter((v) => v !== null).length")
+        assert drawn == cpu_points
         assert float(cpu_svg.get_attribute("data-y-max") or 0) > 30  # percent of one core
         assert int(memory_svg.get_attribute("data-points") or 0) >= 3
         assert float(memory_svg.get_attribute("data-y-max") or 0) > 30 * 1024 * 1024
-        assert "no data" not in page.locator("#run-detail .plots").inner_text()
+        assert page.locator("#run-detail .plots .nodata").count() == 0
         shot = tmp_path / "timelines.png"
         page.locator("#run-detail .plots").screenshot(path=str(shot))
         assert not errors, errors

@@ -117,11 +117,11 @@ def test_page_and_docs_render_in_chromium_without_a_policy_violation(
         assert page.locator("#runs tbody tr").count() == 21
         # a run with samples: its memory and CPU plots
         page.goto(f"{receiver.url}/#run={run_id(7)}")
-        page.wait_for_selector("#memory-plot polyline")
-        assert page.locator("#cpu-plot polyline").count() == 1
+        page.wait_for_selector("#memory-plot canvas")
+        assert page.locator("#cpu-plot canvas").count() == 1
         # the program view's plots
         page.click("#program-link")
-        page.wait_for_selector("#program-memory-plot circle")
+        page.wait_for_selector("#program-memory-plot canvas")
         # child spans, indented by depth (a style the policy must allow: set through the CSSOM, not an attribute)
         page.goto(f"{receiver.url}/#run={parent}")
         page.wait_for_selector("#run-detail li")
