@@ -15,6 +15,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -140,6 +141,8 @@ def _cell(key: str, value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if key == "wall_seconds":
         return human_seconds(value)
+    if key == "elapsed_seconds":  # a run not ended: how long it has run so far
+        return human_seconds(value) + "+"
     if key == "cpu_percent":
         return f"{value:.0f}"
     if key == "peak_rss_bytes":
@@ -147,10 +150,42 @@ def _cell(key: str, value: Any) -> str:
     return terminal_safe(str(value))
 
 
+def _shown(key: str, row: dict[str, Any]) -> tuple[str, Any]:
+    """The value a table cell shows: a run not ended has no wall time yet but has run `elapsed_seconds` so far,
+    and its memory so far is its last heartbeat's."""
+    value = row.get(key)
+    if value is None and row.get("ended_at") is None:
+        if key == "wall_seconds" and row.get("elapsed_seconds") is not None:
+            return "elapsed_seconds", row["elapsed_seconds"]
+        if key == "peak_rss_bytes":
+            return key, row.get("last_rss_bytes")
+    return key, value
+
+
+def follow(fetch: Callable[[], list[dict[str, Any]]], interval: float, title: str) -> int:
+    """`glia runs --follow`: the table of `fetch()` again every `interval` seconds until Ctrl-C (then 0). On a
+    terminal each table replaces the last; elsewhere they follow one another, each under its time."""
+    import time
+
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+    try:
+        while True:
+            rows = fetch()
+            stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
+            table = format_table(rows) if rows else "no runs match"
+            sys.stdout.write(f"{clear}{terminal_safe(title)}  {stamp}  ({len(rows)} runs; Ctrl-C stops)\n{table}\n")
+            if not clear:
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Aligned columns for the terminal."""
     cells = [[title for _, title in TABLE_COLUMNS]]
-    cells += [[_cell(key, row.get(key)) for key, _ in TABLE_COLUMNS] for row in rows]
+    cells += [[_cell(*_shown(key, row)) for key, _ in TABLE_COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE_COLUMNS))]
     right = {"exit_code", "wall_seconds", "cpu_percent", "peak_rss_bytes"}
     lines = []

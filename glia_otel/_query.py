@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ._config import split_url
-from ._format import OutputError, format_json, format_run, terminal_safe, write_rows
+from ._format import OutputError, follow, format_json, format_run, terminal_safe, write_rows
 from ._version import __version__
 
 API_URL_VAR = "GLIA_API_URL"
@@ -42,7 +42,7 @@ SORTS = (
     "-cpu_seconds",
     "cpu_seconds",
 )
-STATUSES = ("ok", "error", "unset")
+STATUSES = ("running", "lost", "error", "ok")  # receiver/query.py STATUSES, the runs view's one list
 RUN_ID = re.compile(r"^[0-9a-fA-F]{16}$")
 MAX_LIMIT = 500
 # The API's read timeout is 10 s by default (GLIA_READ_STATEMENT_TIMEOUT_MS); a receiver may set a longer one.
@@ -196,7 +196,10 @@ def add_run_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--program", "--service", dest="program", help="service.name of the runs")
     parser.add_argument("--user", help="process.owner")
     parser.add_argument("--host", help="host.name")
-    parser.add_argument("--status", choices=STATUSES)
+    parser.add_argument("--name", help="the run name (glia run --name, the block's name)")
+    parser.add_argument(
+        "--status", choices=STATUSES, help="running (not ended), lost (its heartbeats stopped), error, ok"
+    )
     parser.add_argument("--exit-code", type=int)
     parser.add_argument("--since", help="started at or after: ISO 8601 time or an age (7d, 12h, 30m, 2w)")
     parser.add_argument("--until", help="started before: ISO 8601 time or an age")
@@ -212,6 +215,29 @@ def add_run_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cursor", help="the next-page cursor printed by the previous call")
     parser.add_argument("--format", choices=["table", "json", "csv", "parquet"], default="table")
     parser.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout (parquet: not a terminal)")
+    add_follow_options(parser)
+
+
+def add_follow_options(parser: argparse.ArgumentParser) -> None:
+    """`--follow` and `--interval`, on both paths of `glia runs`."""
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="show the table again every --interval seconds until Ctrl-C; the running runs unless --status is given",
+    )
+    parser.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="--follow's (default 2)")
+
+
+def check_follow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what --follow cannot do; it lists the running runs when no status is asked for."""
+    if not args.follow:
+        return
+    if args.format != "table" or args.output is not None:
+        parser.error("--follow shows a table in the terminal: it takes neither --format nor --output")
+    if not args.interval >= 0.2:
+        parser.error("--interval must be at least 0.2 seconds")
+    if args.status is None:
+        args.status = "running"
 
 
 def _epilog() -> str:
@@ -227,6 +253,7 @@ def runs_main(argv: list[str]) -> int:
         parser.error(f"--limit must be between 1 and {MAX_LIMIT}")
     if args.workflow is not None and not args.workflow.strip():
         parser.error("--workflow needs an id: the engine's workflow run id, or the workflow span's run id")
+    check_follow(parser, args)
     params = [
         (name, str(value))
         for name, value in (
@@ -239,6 +266,7 @@ def runs_main(argv: list[str]) -> int:
             ("until", args.until),
             ("script_sha256", args.script_sha256),
             ("workflow", args.workflow),
+            ("name", args.name),
             ("cursor", args.cursor),
         )
         if value is not None
@@ -246,14 +274,19 @@ def runs_main(argv: list[str]) -> int:
     params += [("attr", item) for item in args.attr]
     params += [("sort", args.sort), ("limit", str(args.limit))]
 
-    def body() -> int:
-        api = _api()
+    def fetch(api: Api) -> tuple[list[dict[str, Any]], Any]:
         status, page = api.get("/api/runs", params)
         if status != 200:
             raise api.refused("/api/runs", status, page)
         if not isinstance(page, dict) or not isinstance(page.get("runs"), list):
             raise api.not_the_api("/api/runs")
-        rows = [_times(row, ("started_at", "ended_at")) for row in page["runs"]]
+        return [_times(row, ("started_at", "ended_at")) for row in page["runs"]], page
+
+    def body() -> int:
+        api = _api()
+        if args.follow:
+            return follow(lambda: fetch(api)[0], args.interval, f"glia runs --status {args.status}")
+        rows, page = fetch(api)
         write_rows(rows, args.format, args.output)
         if page.get("next_cursor"):
             print(f"more: glia runs ... --cursor {terminal_safe(str(page['next_cursor']))}", file=sys.stderr)

@@ -27,6 +27,7 @@ from .query import (
     MAX_LIMIT,
     MAX_POINTS,
     RUN_ID_PATTERN,
+    STATUSES,
     RunFilter,
     RunQueries,
     Sort,
@@ -61,13 +62,28 @@ class RunSummary(BaseModel):
     run_kind: str | None = Field(description="block, function or command; null for a plain root span")
     user_name: str | None
     host_name: str | None
-    status: str = Field(description="ok, error or unset")
+    status: str = Field(
+        description="running (started, not ended), lost (not ended, its heartbeats stopped), error (span status"
+        " ERROR or a non-zero exit code), else ok"
+    )
     status_message: str | None
     exit_code: int | None
     started_at: datetime
-    ended_at: datetime
-    wall_seconds: float
-    cpu_seconds: float | None
+    ended_at: datetime | None = Field(description="null while the run is running or lost: it has not ended")
+    wall_seconds: float | None = Field(description="from start to end; null while the run has not ended")
+    elapsed_seconds: float | None = Field(
+        description="how long it has run: its wall time once ended, to now while running, to its last heartbeat"
+        " once lost"
+    )
+    last_heartbeat_at: datetime | None = Field(
+        description="a run not ended: when its client last said it was alive (start record or heartbeat); null"
+        " once ended"
+    )
+    lost_at: datetime | None = Field(description="when the receiver found the run's heartbeats stopped (lost)")
+    last_rss_bytes: int | None = Field(
+        description="a run not ended: its memory (RSS; a command's whole tree) at its last heartbeat; null once ended"
+    )
+    cpu_seconds: float | None = Field(description="user + system; for a run not ended, at its last heartbeat")
     cpu_percent: float | None
     peak_rss_bytes: int | None = Field(
         description="the largest single process's peak RSS (for a command: what GNU time's %M reports; for a block:"
@@ -124,11 +140,11 @@ class ChildSpan(BaseModel):
     task_name: str | None
     task_attempt: int | None
     exit_code: int | None
-    status: str
+    status: str = Field(description="running, lost, error or ok, as a run's")
     status_message: str | None
     started_at: datetime
-    ended_at: datetime
-    wall_seconds: float
+    ended_at: datetime | None = Field(description="null while the span has not ended (a live run)")
+    wall_seconds: float | None
     peak_rss_bytes: int | None
     attributes: dict[str, Any]
     elided: list[str] = Field(description="what was cut short (`name`, `attributes.key`) or left out (`attributes.*`)")
@@ -148,8 +164,8 @@ class WorkflowTask(BaseModel):
     status: str
     exit_code: int | None
     started_at: datetime
-    ended_at: datetime
-    wall_seconds: float
+    ended_at: datetime | None
+    wall_seconds: float | None
     peak_rss_bytes: int | None
     elided: list[str]
 
@@ -281,7 +297,10 @@ async def runs_endpoint(
     service: Annotated[str | None, Query(max_length=1000, description="the same as program")] = None,
     user: Annotated[str | None, Query(max_length=1000, description="process.owner")] = None,
     host: Annotated[str | None, Query(max_length=1000, description="host.name")] = None,
-    status: Annotated[str | None, Query(pattern="^(ok|error|unset)$", description="ok, error or unset")] = None,
+    status: Annotated[str | None, Query(pattern=f"^({'|'.join(STATUSES)})$", description=", ".join(STATUSES))] = None,
+    name: Annotated[
+        str | None, Query(max_length=1000, description="the run name (glia run --name, the block's)")
+    ] = None,
     exit_code: Annotated[int | None, Query(ge=-(2**31), le=2**31 - 1)] = None,
     since: Annotated[
         str | None, Query(max_length=64, description="started at or after: ISO 8601 time or an age (7d, 12h)")
@@ -322,6 +341,7 @@ async def runs_endpoint(
         attrs=parse_attrs(attr),
         script_sha256=script_sha256,
         workflow=workflow,
+        name=name,
     )
 
     async def work(runs: RunQueries) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -84,7 +85,17 @@ SPAN_ATTRIBUTE_COLUMNS: dict[str, tuple[str, str]] = {
     "glia.requested.memory_bytes": ("requested_memory_bytes", "int"),
     "glia.requested.cpus": ("requested_cpus", "float"),
     "glia.requested.seconds": ("requested_seconds", "float"),
+    # live runs (revision 0006): the memory a start record's heartbeat reported
+    "glia.memory.rss_bytes": ("last_rss_bytes", "int"),
 }
+
+# Live runs (docs/attributes.md, "Live runs"): a span whose glia.run.state is one of these is a record of a run
+# still going (its start record, or a heartbeat), with no end (its end_time_unix_nano is 0 on the wire and means
+# nothing); its row has no end time until the final span, with the same trace id, span id and start time, replaces
+# it. Any other span is final, as every stock OpenTelemetry span is.
+RUN_STATE = "glia.run.state"
+UNFINISHED_STATES = frozenset({"started", "running"})
+HEARTBEAT_TIME = "glia.run.heartbeat_unix_nano"  # when the client made the record (its clock, ns since the epoch)
 
 # Span attributes that may be resource attributes instead: a scheduler's context is the process's (every client puts
 # it on the resource), a task's request or workflow may be either (a `glia run` task told by OTEL_RESOURCE_ATTRIBUTES,
@@ -125,6 +136,7 @@ SPAN_COLUMNS: tuple[str, ...] = (
     "events",
     "links",
     "dropped_attributes_count",
+    "heartbeat_at",
 )
 
 METRIC_COLUMNS: tuple[str, ...] = (
@@ -517,7 +529,7 @@ def span_chunks(
                     problem = _span_problem(span, earliest, latest)
                     if problem:
                         raise _Unfit(problem)
-                    row, cut = _span_row(span, scope_name, scope_version, resource, limits, scope_cut)
+                    row, cut = _span_row(span, scope_name, scope_version, resource, limits, scope_cut, now_ns)
                 except _Unfit as exc:
                     report.reject(1, f"{where} (name {span.name[:60]!r}): {exc}")
                     continue
@@ -525,10 +537,41 @@ def span_chunks(
                     report.warn(_cut_message(where, cut, limits))
                 chunk.append(row)
                 if len(chunk) >= size:
-                    yield chunk
+                    yield in_key_order(chunk)
                     chunk = []
     if chunk:
-        yield chunk
+        yield in_key_order(chunk)
+
+
+_KEY = operator.itemgetter(0, 1, 2)  # trace_id, span_id, start_time: the primary key (start_time in µs)
+_END_TIME = SPAN_COLUMNS.index("end_time")
+_HEARTBEAT_AT = SPAN_COLUMNS.index("heartbeat_at")
+
+
+def in_key_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Span rows sorted by their primary key with one row per key, as one statement must write them: a key written
+    twice by one `INSERT ... ON CONFLICT DO UPDATE` is an error, and receivers that write overlapping rows in the
+    same order never deadlock on each other. Of a key's rows the final one wins, else the latest heartbeat (the
+    merge store.sql's insert_spans does with rows already stored)."""
+    rows.sort(key=_KEY)
+    out: list[tuple[Any, ...]] = []
+    last = None
+    for row in rows:
+        key = _KEY(row)
+        if key != last:
+            out.append(row)
+            last = key
+        elif _supersedes(row, out[-1]):
+            out[-1] = row
+    return out
+
+
+def _supersedes(new: tuple[Any, ...], old: tuple[Any, ...]) -> bool:
+    if old[_END_TIME] is not None:
+        return False  # a final row is never replaced (a resent final is the same span)
+    if new[_END_TIME] is not None:
+        return True
+    return bool(new[_HEARTBEAT_AT] > old[_HEARTBEAT_AT])
 
 
 def span_rows(batches: list[ResourceSpans], limits: Limits, now_ns: int) -> Rows:
@@ -553,12 +596,32 @@ def _span_problem(span: Span, earliest: int, latest: int) -> str | None:
             f"the accepted window {_time(earliest).date()} .. {_time(latest).date()} (the receiver's"
             " GLIA_EARLIEST_SPAN_DATE, GLIA_MAX_SPAN_AGE_DAYS and GLIA_MAX_SPAN_FUTURE_DAYS)"
         )
-    if end < start:
-        return f"end_time_unix_nano {end} is before start_time_unix_nano {start}"
-    _check("duration_ns", end - start, f"end_time_unix_nano {end}: the duration {end - start} ns")
+    # a live run's record (its start or a heartbeat) has no end: what it sends there means nothing
+    if (end < start or end - start > INT64_MAX) and not _is_unfinished(span):
+        if end < start:
+            return f"end_time_unix_nano {end} is before start_time_unix_nano {start}"
+        _check("duration_ns", end - start, f"end_time_unix_nano {end}: the duration {end - start} ns")
     _check("kind", span.kind)
     _check("status.code", span.status.code)
     return None
+
+
+def _is_unfinished(span: Span) -> bool:
+    """Whether the span is a live run's start record or heartbeat (read from the wire: before its bag exists)."""
+    for kv in span.attributes:
+        if kv.key == RUN_STATE:
+            return kv.value.WhichOneof("value") == "string_value" and kv.value.string_value in UNFINISHED_STATES
+    return False
+
+
+def _heartbeat_at(bag: dict[str, Any], start: int, now_ns: int) -> datetime:
+    """When a live run's record says it was made, within [its start, the receiver's now]: a clock ahead of the
+    receiver's must not keep a dead run from being found lost. Without one, the receiver's now."""
+    raw = bag.pop(HEARTBEAT_TIME, None)
+    made = _coerce(raw, "int") if raw is not None else None
+    if made is None:
+        return _time(now_ns)
+    return _time(min(max(made, start), now_ns))
 
 
 def _span_row(
@@ -568,9 +631,19 @@ def _span_row(
     resource: _ResourcePart,
     limits: Limits,
     scope_cut: list[str],
+    now_ns: int,
 ) -> tuple[tuple[Any, ...], list[str]]:
     converter = _Bag(limits)
     bag = converter.convert(span.attributes, limits.max_attributes)
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    end_time: datetime | None = None
+    duration: int | None = None
+    heartbeat_at: datetime | None = None
+    if bag.get(RUN_STATE) in UNFINISHED_STATES:
+        del bag[RUN_STATE]  # the row says it: no end time
+        heartbeat_at = _heartbeat_at(bag, start, now_ns)
+    else:
+        end_time, duration = _time(end), end - start
     attribute_columns = _split(bag, SPAN_ATTRIBUTE_COLUMNS)
     for i, value in resource.fallback:
         if attribute_columns[i] is None:
@@ -613,7 +686,6 @@ def _span_row(
         cut = [*cut, *scope_cut, *resource.cut]
     if cut:
         bag[TRUNCATED] = sorted(set(cut))
-    start, end = span.start_time_unix_nano, span.end_time_unix_nano
     row = (
         span.trace_id.hex(),
         span.span_id.hex(),
@@ -624,9 +696,9 @@ def _span_row(
         span.kind,
         span.status.code,
         status_message,
-        _time(end),
+        end_time,
         start,
-        end - start,
+        duration,
         scope_name,
         scope_version,
         *resource.columns,
@@ -636,6 +708,7 @@ def _span_row(
         _dumps(events) if events else "[]",
         _dumps(links) if links else "[]",
         dropped,
+        heartbeat_at,
     )
     return row, cut
 

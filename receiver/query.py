@@ -34,6 +34,9 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_LIMIT = 500
 MAX_CHILDREN = 1000
 MAX_POINTS = 100_000
+# The one list of statuses (the runs view's `status`): not ended yet, not ended and its heartbeats stopped, failed
+# (span status ERROR or a non-zero exit code), else ok. The raw span status stays in spans.status_code.
+STATUSES = ("running", "lost", "error", "ok")
 
 
 def _sql(name: str) -> str:
@@ -167,6 +170,7 @@ class RunFilter:
     script_sha256: str | None = None
     # a workflow's runs: its engine's workflow_run_id, or the run id of its workflow span
     workflow: str | None = None
+    name: str | None = None  # the run name (`glia run --name`, the block's name)
 
     def check(self) -> None:
         """Raise InvalidQuery for values PostgreSQL would refuse (NUL characters) or that cannot match."""
@@ -177,6 +181,8 @@ class RunFilter:
         if self.attrs and _has_nul(self.attrs):
             # checked on the parsed values: the JSON text spells a NUL as \u0000, which jsonb refuses
             raise InvalidQuery("attr", "must not contain NUL characters")
+        if self.status is not None and self.status not in STATUSES:
+            raise InvalidQuery("status", f"{self.status!r} is not one of {', '.join(STATUSES)}")
         if self.workflow is not None and not self.workflow.strip():
             raise InvalidQuery("workflow", "must be a workflow run id or a run id, not empty")
         if self.since and self.until and self.since >= self.until:
@@ -379,6 +385,7 @@ class RunQueries:
             limits.list_row_bytes,
             workflow_ids,
             workflow_run,
+            flt.name,
         )
         rows, more = await _fetch_within(
             self.conn,

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from glia_otel._format import follow, format_run, terminal_safe, write_rows
 from glia_otel._format import format_json as _json
-from glia_otel._format import format_run, terminal_safe, write_rows
 
 from .command_settings import CommandSettings, database, database_options
 from .errors import GliaError, Interrupted
@@ -112,13 +112,18 @@ def _main(prog: str, body: Callable[[], int]) -> int:
 
 def runs_main(argv: list[str]) -> int:
     """List runs, newest first: a table in the terminal, or JSON, CSV or Parquet."""
-    from .query import MAX_LIMIT, RunFilter, Sort, parse_attrs, parse_when
+    from glia_otel._query import add_follow_options, check_follow
+
+    from .query import MAX_LIMIT, STATUSES, RunFilter, Sort, parse_attrs, parse_when
 
     parser = argparse.ArgumentParser(prog="glia runs", description=runs_main.__doc__)
     parser.add_argument("--program", "--service", dest="program", help="service.name of the runs")
     parser.add_argument("--user", help="process.owner")
     parser.add_argument("--host", help="host.name")
-    parser.add_argument("--status", choices=["ok", "error", "unset"])
+    parser.add_argument("--name", help="the run name (glia run --name, the block's name)")
+    parser.add_argument(
+        "--status", choices=STATUSES, help="running (not ended), lost (its heartbeats stopped), error, ok"
+    )
     parser.add_argument("--exit-code", type=int)
     parser.add_argument("--since", help="started at or after: ISO 8601 time or an age (7d, 12h, 30m, 2w)")
     parser.add_argument("--until", help="started before: ISO 8601 time or an age")
@@ -134,12 +139,14 @@ def runs_main(argv: list[str]) -> int:
     parser.add_argument("--cursor", help="the next-page cursor printed by the previous call")
     parser.add_argument("--format", choices=["table", "json", "csv", "parquet"], default="table")
     parser.add_argument("--output", metavar="FILE", help="write to FILE instead of stdout (parquet: not a terminal)")
+    add_follow_options(parser)
     database_options(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.limit <= MAX_LIMIT:
         parser.error(f"--limit must be between 1 and {MAX_LIMIT}")
     if args.workflow is not None and not args.workflow.strip():
         parser.error("--workflow needs an id: the engine's workflow run id, or the workflow span's run id")
+    check_follow(parser, args)
 
     def body() -> int:
         from .query import ReadLimits
@@ -155,13 +162,18 @@ def runs_main(argv: list[str]) -> int:
             attrs=parse_attrs(args.attr),
             script_sha256=args.script_sha256,
             workflow=args.workflow,
+            name=args.name,
         )
         settings = _settings(args)
         limits = ReadLimits.from_settings(settings)
         with database(settings, migrate=True) as url:
-            rows, cursor = _read(
-                url, limits, lambda runs: runs.list_runs(flt, Sort(args.sort), args.limit, args.cursor)
-            )
+
+            def fetch() -> tuple[list[dict[str, Any]], str | None]:
+                return _read(url, limits, lambda runs: runs.list_runs(flt, Sort(args.sort), args.limit, args.cursor))
+
+            if args.follow:
+                return follow(lambda: fetch()[0], args.interval, f"glia runs --status {args.status}")
+            rows, cursor = fetch()
         write_rows(rows, args.format, args.output)
         if cursor:
             print(f"more: glia runs ... --cursor {cursor}", file=sys.stderr)

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     key_cache_seconds: float = Field(default=5.0, ge=0)
     # How often the receiver checks the stored retention policy (it is applied at most once a day).
     retention_check_seconds: float = Field(default=3600.0, gt=0)
+    # Live runs: a run without an end whose last start record or heartbeat is older than lost_after_seconds is marked
+    # lost, checked every lost_sweep_seconds by one receiver at a time. Longer than the collector's batching and retry
+    # delays and many times the clients' heartbeat interval (GLIA_HEARTBEAT_INTERVAL_MS, 30 s by default).
+    lost_after_seconds: float = Field(default=300.0, gt=0)
+    lost_sweep_seconds: float = Field(default=30.0, gt=0)
 
     log_level: str = "info"
 

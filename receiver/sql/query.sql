@@ -25,9 +25,11 @@ SELECT set_config('statement_timeout', $1, true), set_config('plan_cache_mode', 
 -- $14 is the value limit ($V), $15 the attributes budget ($B); the bag is cut after the LIMIT, for the page only.
 -- $16 the workflow filter: the workflow_run_ids to match (the id given, and the workflow_run_id of the run whose
 -- id it is: workflow_of_run), $17 that run's own id (a workflow span that carries no workflow_run_id itself).
+-- $18 the run name. A status of running or lost is also asked as `ended_at IS NULL`, which the partial index of
+-- unfinished rows answers (the status itself is computed by the view).
 SELECT r.run_id, r.trace_id, r.parent_run_id, r.run_name, r.program_name, r.run_kind, r.user_name, r.host_name,
-       r.status, r.status_message, r.exit_code, r.started_at, r.ended_at, r.wall_seconds, r.cpu_seconds,
-       r.cpu_percent, r.peak_rss_bytes, r.peak_rss_method, r.tree_peak_bytes, r.tree_peak_method, r.oom_kills,
+       r.status, r.status_message, r.exit_code, r.started_at, r.ended_at, r.wall_seconds, r.elapsed_seconds,
+       r.last_heartbeat_at, r.lost_at, r.last_rss_bytes, r.cpu_seconds, r.cpu_percent, r.peak_rss_bytes, r.peak_rss_method, r.tree_peak_bytes, r.tree_peak_method, r.oom_kills,
        r.io_read_bytes, r.io_write_bytes, r.workflow_engine, r.workflow_run_id, r.workflow_name, r.task_name,
        r.task_attempt, r.scheduler, r.scheduler_job_id, r.requested_memory_bytes, r.requested_cpus,
        r.requested_seconds, r.script_path, r.script_sha256, bag.attributes, bag.attributes_dropped, r.sort_value
@@ -36,7 +38,7 @@ FROM (
            left(program_name, $14 + 1) AS program_name, left(run_kind, $14 + 1) AS run_kind,
            left(user_name, $14 + 1) AS user_name, left(host_name, $14 + 1) AS host_name, status,
            left(status_message, $14 + 1) AS status_message, exit_code, started_at, ended_at, wall_seconds,
-           cpu_seconds, cpu_percent, peak_rss_bytes, left(peak_rss_method, $14 + 1) AS peak_rss_method,
+           elapsed_seconds, last_heartbeat_at, lost_at, last_rss_bytes, cpu_seconds, cpu_percent, peak_rss_bytes, left(peak_rss_method, $14 + 1) AS peak_rss_method,
            tree_peak_bytes, left(tree_peak_method, $14 + 1) AS tree_peak_method, oom_kills, io_read_bytes,
            io_write_bytes, left(workflow_engine, $14 + 1) AS workflow_engine,
            left(workflow_run_id, $14 + 1) AS workflow_run_id, left(workflow_name, $14 + 1) AS workflow_name,
@@ -49,6 +51,8 @@ FROM (
       AND ($2::text IS NULL OR user_name = $2)
       AND ($3::text IS NULL OR host_name = $3)
       AND ($4::text IS NULL OR status = $4)
+      AND ($4::text IS NULL OR $4::text NOT IN ('running', 'lost') OR ended_at IS NULL)
+      AND ($18::text IS NULL OR run_name = $18)
       AND ($5::integer IS NULL OR exit_code = $5)
       AND ($6::timestamptz IS NULL OR started_at >= $6)
       AND ($7::timestamptz IS NULL OR started_at < $7)
@@ -92,7 +96,7 @@ SELECT r.run_id, r.trace_id, r.parent_run_id, left(r.run_name, $2 + 1) AS run_na
        left(r.script_path, $2 + 1) AS script_path, left(r.script_sha256, $2 + 1) AS script_sha256,
        cmd.command_args, cmd.command_args_dropped, left(r.working_directory, $2 + 1) AS working_directory,
        r.status, left(r.status_message, $2 + 1) AS status_message, r.exit_code, r.started_at, r.ended_at,
-       r.wall_seconds, r.cpu_user_seconds, r.cpu_system_seconds, r.cpu_seconds, r.cpu_percent, r.peak_rss_bytes,
+       r.wall_seconds, r.elapsed_seconds, r.last_heartbeat_at, r.lost_at, r.last_rss_bytes, r.cpu_user_seconds, r.cpu_system_seconds, r.cpu_seconds, r.cpu_percent, r.peak_rss_bytes,
        r.max_rss_kb, left(r.peak_rss_method, $2 + 1) AS peak_rss_method, r.tree_peak_bytes,
        left(r.tree_peak_method, $2 + 1) AS tree_peak_method, r.oom_kills, r.io_read_bytes, r.io_write_bytes,
        left(r.workflow_engine, $2 + 1) AS workflow_engine, left(r.workflow_run_id, $2 + 1) AS workflow_run_id,
@@ -178,7 +182,8 @@ WITH RECURSIVE reach AS (
 SELECT s.span_id, s.parent_span_id, t.depth, left(s.name, $4 + 1) AS name, s.kind,
        left(s.run_kind, $4 + 1) AS run_kind, left(s.service_name, $4 + 1) AS program_name,
        left(s.task_name, $4 + 1) AS task_name, s.task_attempt, s.exit_code,
-       CASE s.status_code WHEN 2 THEN 'error' WHEN 1 THEN 'ok' ELSE 'unset' END AS status,
+       CASE WHEN s.end_time IS NULL AND s.lost_at IS NOT NULL THEN 'lost' WHEN s.end_time IS NULL THEN 'running'
+            WHEN s.status_code = 2 OR s.exit_code <> 0 THEN 'error' ELSE 'ok' END AS status,
        left(s.status_message, $4 + 1) AS status_message, s.start_time AS started_at, s.end_time AS ended_at,
        s.duration_ns / 1e9::double precision AS wall_seconds, s.peak_rss_bytes, bag.attributes,
        bag.attributes_dropped
@@ -221,7 +226,8 @@ LIMIT $3;
 
 -- name: run_metrics
 -- The points of the run's process (same service.instance.id) while the run was going, and any point tied to the
--- run's span explicitly (glia.trace_id / glia.span_id or an exemplar), at most $8 of them. $6 is the value limit ($V), $7 the budget
+-- run's span explicitly (glia.trace_id / glia.span_id or an exemplar), at most $8 of them; a run without an end
+-- ($3 NULL: running or lost) takes the points up to now. $6 is the value limit ($V), $7 the budget
 -- ($B) of a point's attribute set: a set short enough for both is sent as it is (the gate keeps the cutting from
 -- running at all), any other is cut like the bags above.
 SELECT left(m.metric_name, $6 + 1) AS metric_name, left(m.unit, $6 + 1) AS unit, m.metric_type,
@@ -245,7 +251,7 @@ LEFT JOIN LATERAL (
     ) sized
     HAVING count(*) > 0
 ) bag ON true
-WHERE (m.service_instance_id = $1 AND m.time >= $2 AND m.time <= $3)
+WHERE (m.service_instance_id = $1 AND m.time >= $2 AND m.time <= coalesce($3::timestamptz, now()))
    OR (m.trace_id = $4 AND m.span_id = $5)
 ORDER BY m.metric_name, m.attributes::text, m.time
 LIMIT $8;

@@ -17,7 +17,42 @@ END
 $$;
 
 -- name: insert_spans
-INSERT INTO spans SELECT * FROM spans_stage ON CONFLICT DO NOTHING;
+-- One row per span, however its records arrive (docs/attributes.md, "Live runs"): a run's start record or heartbeat
+-- is stored as a row without an end, a later heartbeat replaces it, and the final span replaces either (a lost run
+-- comes back to ok or error); a final row is never changed, so a resent batch adds nothing, a start record arriving
+-- after its end is dropped, and stock spans are stored once as before. A heartbeat made after the sweep found the
+-- run lost brings it back to running. flatten.in_key_order gives each statement its rows in key order, one per key.
+-- Every column but the key and lost_at is in the SET list (tests/unit/test_live_runs.py checks it).
+INSERT INTO spans SELECT * FROM spans_stage
+ON CONFLICT (trace_id, span_id, start_time) DO UPDATE SET
+    parent_span_id = EXCLUDED.parent_span_id, trace_state = EXCLUDED.trace_state, name = EXCLUDED.name,
+    kind = EXCLUDED.kind, status_code = EXCLUDED.status_code, status_message = EXCLUDED.status_message,
+    end_time = EXCLUDED.end_time, start_time_unix_nano = EXCLUDED.start_time_unix_nano,
+    duration_ns = EXCLUDED.duration_ns, scope_name = EXCLUDED.scope_name, scope_version = EXCLUDED.scope_version,
+    service_name = EXCLUDED.service_name, service_instance_id = EXCLUDED.service_instance_id,
+    host_name = EXCLUDED.host_name, host_arch = EXCLUDED.host_arch, os_type = EXCLUDED.os_type,
+    os_description = EXCLUDED.os_description, process_pid = EXCLUDED.process_pid,
+    process_parent_pid = EXCLUDED.process_parent_pid, process_executable_name = EXCLUDED.process_executable_name,
+    process_executable_path = EXCLUDED.process_executable_path, process_command_args = EXCLUDED.process_command_args,
+    process_owner = EXCLUDED.process_owner, process_working_directory = EXCLUDED.process_working_directory,
+    process_runtime_name = EXCLUDED.process_runtime_name, process_runtime_version = EXCLUDED.process_runtime_version,
+    script_path = EXCLUDED.script_path, script_sha256 = EXCLUDED.script_sha256, run_kind = EXCLUDED.run_kind,
+    exit_code = EXCLUDED.exit_code, cpu_user_seconds = EXCLUDED.cpu_user_seconds,
+    cpu_system_seconds = EXCLUDED.cpu_system_seconds, cpu_percent = EXCLUDED.cpu_percent,
+    peak_rss_bytes = EXCLUDED.peak_rss_bytes, peak_rss_method = EXCLUDED.peak_rss_method,
+    tree_peak_bytes = EXCLUDED.tree_peak_bytes, tree_peak_method = EXCLUDED.tree_peak_method,
+    oom_kills = EXCLUDED.oom_kills, io_read_bytes = EXCLUDED.io_read_bytes, io_write_bytes = EXCLUDED.io_write_bytes,
+    workflow_engine = EXCLUDED.workflow_engine, workflow_run_id = EXCLUDED.workflow_run_id,
+    workflow_name = EXCLUDED.workflow_name, task_name = EXCLUDED.task_name, task_attempt = EXCLUDED.task_attempt,
+    scheduler = EXCLUDED.scheduler, scheduler_job_id = EXCLUDED.scheduler_job_id,
+    requested_memory_bytes = EXCLUDED.requested_memory_bytes, requested_cpus = EXCLUDED.requested_cpus,
+    requested_seconds = EXCLUDED.requested_seconds, heartbeat_at = EXCLUDED.heartbeat_at,
+    last_rss_bytes = EXCLUDED.last_rss_bytes, attributes = EXCLUDED.attributes, resource = EXCLUDED.resource,
+    events = EXCLUDED.events, links = EXCLUDED.links, dropped_attributes_count = EXCLUDED.dropped_attributes_count,
+    received_at = EXCLUDED.received_at,
+    lost_at = CASE WHEN EXCLUDED.end_time IS NULL AND EXCLUDED.heartbeat_at <= spans.lost_at THEN spans.lost_at END
+WHERE spans.end_time IS NULL
+  AND (EXCLUDED.end_time IS NOT NULL OR spans.heartbeat_at IS NULL OR EXCLUDED.heartbeat_at > spans.heartbeat_at);
 
 -- name: insert_metric_points
 INSERT INTO metric_points SELECT * FROM metric_points_stage ON CONFLICT DO NOTHING;
