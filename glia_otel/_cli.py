@@ -3,9 +3,9 @@
 `glia run` must start the user's command fast, so nothing heavy is imported here. Each subcommand is a small
 function that imports its module and calls it, so that mypy checks the call and a reader can follow it.
 
-The client (this package) runs `glia run`, `glia flush`, and `glia runs` / `glia show` through a receiver's query API
-(`GLIA_API_URL`). The server part (`receiver/`, installed with `pip install 'glia[server]'`) runs the rest, and
-`glia runs` / `glia show` against the database; without it, those commands say in one line how to install it.
+The client (this package) runs `glia run`, `glia flush`, and `glia runs` / `show` / `suggest` / `compare` through a
+receiver's query API (`GLIA_API_URL`). The server part (`receiver/`, installed with `pip install 'glia[server]'`) runs
+the rest, and those four against the database; without it, those commands say in one line how to install it.
 """
 
 from __future__ import annotations
@@ -82,6 +82,30 @@ def _show(argv: list[str]) -> int:
     return show_main(argv)
 
 
+def _suggest(argv: list[str]) -> int:
+    from . import _query
+
+    if _query.reads_api(argv):
+        from ._answers import suggest_main
+
+        return suggest_main(argv)
+    from receiver.answers_cli import suggest_main as suggest_from_database
+
+    return suggest_from_database(argv)
+
+
+def _compare(argv: list[str]) -> int:
+    from . import _query
+
+    if _query.reads_api(argv):
+        from ._answers import compare_main
+
+        return compare_main(argv)
+    from receiver.answers_cli import compare_main as compare_from_database
+
+    return compare_from_database(argv)
+
+
 def _keys(argv: list[str]) -> int:
     from receiver.query_cli import keys_main
 
@@ -104,8 +128,10 @@ _COMMANDS: dict[str, tuple[Callable[[list[str]], int], str, str]] = {
     "import": (_import, CLIENT, "record past runs from a workflow engine's files: glia import nextflow trace.txt"),
     "nextflow-config": (_nextflow_config, CLIENT, "print a Nextflow config that records each run and its tasks"),
     "nextflow-workflow": (_nextflow_workflow, CLIENT, "record a finished Nextflow run (that config runs it)"),
-    "runs": (_runs, EITHER, "list runs: a table, or --format json|csv, with filters"),
+    "runs": (_runs, EITHER, "list runs: a table, or --format json|csv|parquet, with filters"),
     "show": (_show, EITHER, "show one run: attributes, child spans, samples"),
+    "suggest": (_suggest, EITHER, "what to request per program: memory, time, CPUs (--format slurm|nextflow|...)"),
+    "compare": (_compare, EITHER, "a program's script versions, hosts or values against each other: what got worse"),
     "serve": (_serve, SERVER, "run the OTLP/HTTP receiver (embedded PostgreSQL by default)"),
     "migrate": (_migrate, SERVER, "apply (or roll back) the database schema migrations"),
     "keys": (_keys, SERVER, "create, list and revoke API keys"),

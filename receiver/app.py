@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from glia_otel import _version
 
-from . import api, docs, guard, health, http_errors, ingest, maintenance, metrics, store
+from . import answers_api, api, docs, guard, health, http_errors, ingest, maintenance, metrics, store
 from .auth import KeyCache
 from .database import check_schema, create_pool
 from .errors import Unavailable
@@ -72,7 +72,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    for router in (ingest.router, health.router, metrics.router, api.router, docs.router):
+    for router in (ingest.router, health.router, metrics.router, api.router, answers_api.router, docs.router):
         app.include_router(router)
     http_errors.install(app, settings.retry_after_seconds)
 
