@@ -30,12 +30,16 @@ class Settings:
 
     traces_endpoint: str = f"{DEFAULT_ENDPOINT}/v1/traces"
     metrics_endpoint: str = f"{DEFAULT_ENDPOINT}/v1/metrics"
+    logs_endpoint: str = f"{DEFAULT_ENDPOINT}/v1/logs"
     traces_headers: Mapping[str, str] = {}
     metrics_headers: Mapping[str, str] = {}
+    logs_headers: Mapping[str, str] = {}
     traces_timeout_s: float = DEFAULT_TIMEOUT_S
     metrics_timeout_s: float = DEFAULT_TIMEOUT_S
+    logs_timeout_s: float = DEFAULT_TIMEOUT_S
     traces_compression: str = "gzip"
     metrics_compression: str = "gzip"
+    logs_compression: str = "gzip"
     service_name: str | None = None
     resource_attributes: Mapping[str, str] = {}
     spool_dir: str = os.path.expanduser("~/.local/state/glia/spool")
@@ -54,9 +58,11 @@ class Settings:
             setattr(self, key, value)
 
     def target(self, signal: str) -> tuple[str, Mapping[str, str], str, float]:
-        """(URL, headers, compression, timeout) for `traces` or `metrics`."""
+        """(URL, headers, compression, timeout) for `traces`, `metrics` or `logs`."""
         if signal == "metrics":
             return self.metrics_endpoint, self.metrics_headers, self.metrics_compression, self.metrics_timeout_s
+        if signal == "logs":
+            return self.logs_endpoint, self.logs_headers, self.logs_compression, self.logs_timeout_s
         return self.traces_endpoint, self.traces_headers, self.traces_compression, self.traces_timeout_s
 
     def __repr__(self) -> str:
@@ -290,12 +296,16 @@ def load_settings(
     return Settings(
         traces_endpoint=_endpoint(env, "TRACES", "/v1/traces", endpoint),
         metrics_endpoint=_endpoint(env, "METRICS", "/v1/metrics", endpoint),
+        logs_endpoint=_endpoint(env, "LOGS", "/v1/logs", endpoint),
         traces_headers=headers("TRACES"),
         metrics_headers=headers("METRICS"),
+        logs_headers=headers("LOGS"),
         traces_timeout_s=timeout("TRACES"),
         metrics_timeout_s=timeout("METRICS"),
+        logs_timeout_s=timeout("LOGS"),
         traces_compression=compression("TRACES"),
         metrics_compression=compression("METRICS"),
+        logs_compression=compression("LOGS"),
         service_name=name,
         resource_attributes=resource,
         spool_dir=os.path.expanduser(os.fspath(spool_dir)) if spool_dir is not None else default_spool_dir(env),

@@ -1,8 +1,10 @@
 """The spool: OTLP request bodies that could not be delivered, one file per request (docs/attributes.md).
 
-Files are `<unix-time-ns>-<pid>-<hex>.pb[.gz]` (traces) or `metrics-<...>` (metrics), written to `<name>.tmp`
-and renamed into place. `glia flush` and, in the background, the next glia process resend them and delete each
-one only after a 2xx answer.
+Files are `<signal>-<unix-time-ns>-<pid>-<hex>.pb[.gz]`, the signal `traces`, `metrics` or `logs` (the path it is
+posted to), written to `<name>.tmp` and renamed into place. A name without a signal is a trace request (what clients
+before the logs signal, and the R client, write: `<unix-time-ns>-...` for traces, `metrics-...` for metrics); an
+older client skips a name it cannot read, so it never posts a `logs-` or `traces-` file, and never to the wrong path.
+`glia flush` and, in the background, the next glia process resend them and delete each one only after a 2xx answer.
 
 What is in the spool is sent with the user's headers (an ingest key), so the spool is trusted only as far as it is
 the user's own: the directory must belong to the user and be writable by no one else (`open_dir`), and every file is
@@ -146,18 +148,24 @@ def _refuse(report: FlushReport, directory: str, name: str, problem: str) -> Non
     )
 
 
+SIGNALS = ("traces", "metrics", "logs")
+
+
 def spool_name(signal: str, ext: str, gzipped: bool) -> str:
-    """A fresh file name: sortable by time, unique by pid and random bits."""
-    prefix = "metrics-" if signal == "metrics" else ""
-    return f"{prefix}{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}.{ext}{'.gz' if gzipped else ''}"
+    """A fresh file name: its signal, then sortable by time, unique by pid and random bits."""
+    if signal not in SIGNALS:
+        raise ValueError(f"unknown signal {signal!r}")
+    return f"{signal}-{time.time_ns()}-{os.getpid()}-{os.urandom(4).hex()}.{ext}{'.gz' if gzipped else ''}"
 
 
 def parse_name(name: str) -> tuple[str, int, str, bool] | None:
-    """(signal, time_ns, ext, gzipped) of a spool file name, or None if it is not one."""
+    """(signal, time_ns, ext, gzipped) of a spool file name, or None if it is not one (a name without a signal is a
+    trace request of an older client)."""
     signal = "traces"
     rest = name
-    if rest.startswith("metrics-"):
-        signal, rest = "metrics", rest[len("metrics-") :]
+    head, dash, tail = rest.partition("-")
+    if dash and head in SIGNALS:
+        signal, rest = head, tail
     gzipped = rest.endswith(".gz")
     if gzipped:
         rest = rest[:-3]

@@ -115,3 +115,23 @@ def test_headers_and_resource_attributes_share_one_syntax() -> None:
     assert parse_resource_attributes("R", text) == {"Api-Key": "a b", "service.name": "svc"}
     with pytest.raises(ValueError, match="R: malformed entry 'novalue'"):
         parse_resource_attributes("R", "a=1,novalue")
+
+
+def test_logs_have_their_own_endpoint_headers_timeout_and_compression() -> None:
+    """The stored stderr tails go to /v1/logs, with the SDK's precedence (OTEL_EXPORTER_OTLP_LOGS_* over generic)."""
+    s = load_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_HEADERS": "a=1"})
+    assert s.target("logs") == ("http://collector:4318/v1/logs", {"a": "1"}, "gzip", 10.0)
+    s = load_settings(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": "http://logs:1/in",
+            "OTEL_EXPORTER_OTLP_LOGS_HEADERS": "k=v",
+            "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "1500",
+            "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "none",
+        }
+    )
+    assert s.target("logs") == ("http://logs:1/in", {"k": "v"}, "none", 1.5)
+    assert s.target("traces")[0] == "http://collector:4318/v1/traces"
+    assert load_settings({}, endpoint="http://arg:2").logs_endpoint == "http://arg:2/v1/logs"
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_LOGS_COMPRESSION"):
+        load_settings({"OTEL_EXPORTER_OTLP_LOGS_COMPRESSION": "zstd"})

@@ -22,6 +22,36 @@ def test_spool_names_round_trip() -> None:
         assert parse_name(bad) is None, bad
 
 
+def _older_parse_name(name: str) -> tuple[str, int] | None:
+    """glia_otel 0.x's reading of a spool name (before the logs signal), kept here verbatim in what it decides."""
+    signal, rest = "traces", name
+    if rest.startswith("metrics-"):
+        signal, rest = "metrics", rest[len("metrics-") :]
+    rest = rest.removesuffix(".gz")
+    stem, _, ext = rest.rpartition(".")
+    if ext not in ("pb", "json"):
+        return None
+    ts = stem.split("-", 1)[0]
+    return (signal, int(ts)) if ts.isdigit() else None
+
+
+def test_spool_names_carry_their_signal_and_older_names_still_read() -> None:
+    for signal_ in ("traces", "metrics", "logs"):
+        name = spool_name(signal_, "pb", True)
+        assert name.startswith(f"{signal_}-")
+        assert parse_name(name)[0] == signal_  # type: ignore[index]
+        # an older client never posts a new file to another path than its signal's: it skips it or reads it right
+        older = _older_parse_name(name)
+        assert older is None or older[0] == signal_, (name, older)
+    # what older clients and the R client wrote
+    assert parse_name("1700000000000000000-12-abcd0123.pb.gz") == ("traces", 1700000000000000000, "pb", True)
+    assert parse_name("1700000000000000000-12-abcd0123.json") == ("traces", 1700000000000000000, "json", False)
+    assert parse_name("metrics-1700000000000000000-12-ab.pb")[0] == "metrics"  # type: ignore[index]
+    assert parse_name("logs-x-1-ab.pb") is None and parse_name("spans-1-1-ab.pb") is None
+    with pytest.raises(ValueError):
+        spool_name("profiles", "pb", False)
+
+
 def test_parse_run_args() -> None:
     assert parse_args(["--name", "n", "--attr", "a=1", "--attr=b=2=3", "--no-args", "--", "ls", "-l"]) == (
         "n",
