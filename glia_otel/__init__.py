@@ -6,6 +6,8 @@
         ...
         run.set(accuracy=0.93)
 
+In IPython or Jupyter, `%load_ext glia_otel` gives `%%track` (one cell as a run) and `%glia_autotrack on|off`.
+
 Importing this package is cheap: the API is loaded on first use, so `glia run` starts its command at once.
 """
 
@@ -14,6 +16,20 @@ if TYPE_CHECKING:
     from ._track import Run, configure, force_flush, shutdown, track
 
 __all__ = ["Run", "configure", "force_flush", "shutdown", "track"]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """`%load_ext glia_otel`: gives `%%track [NAME] [k=v ...]` and `%glia_autotrack on|off` (docs/integrations.md)."""
+    from ._notebook import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """`%unload_ext glia_otel`: removes them; a cell run still open ends."""
+    from ._notebook import unload
+
+    unload(ipython)
 
 
 def __getattr__(name: str) -> object:

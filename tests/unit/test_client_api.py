@@ -12,6 +12,11 @@ def test_public_surface_is_pinned() -> None:
     assert sorted(glia_otel.__all__) == ["Run", "configure", "force_flush", "shutdown", "track"]
     for name in glia_otel.__all__:
         assert getattr(glia_otel, name).__doc__, f"{name} needs a docstring"
+    # Besides __all__, only the hooks IPython looks up for `%load_ext glia_otel` (not for `import *`)
+    public = {n for n in vars(glia_otel) if not n.startswith("_")} - {"TYPE_CHECKING", *glia_otel.__all__}
+    assert public == {"load_ipython_extension", "unload_ipython_extension"}
+    for name in public:
+        assert getattr(glia_otel, name).__doc__, f"{name} needs a docstring"
 
 
 def test_import_does_not_load_opentelemetry() -> None:
