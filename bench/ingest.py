@@ -1,11 +1,16 @@
-"""Ingest throughput: OTLP/HTTP protobuf batches through the receiver versus asyncpg COPY straight into `spans`.
+"""Ingest throughput, two measurements against one dedicated embedded PostgreSQL (a temporary data directory):
 
     uv run python bench/ingest.py [--spans 200000] [--batch 512 --batch 8192] [--concurrency 4]
+                                  [--one-span 30000] [--connections 32] [--only batches|one-span]
 
-Both sides run in one go against the same dedicated embedded PostgreSQL (a temporary data directory), on the same
-table: the baseline COPYs the rows the receiver would have made; the receiver runs as its own process
-(`glia serve --database-url`), and the benchmark POSTs pre-serialised batches (10 attributes a span) until the
-target number of spans is stored. It prints spans/s, the ratio to COPY, and the receiver's RSS over the run.
+- batches: OTLP/HTTP protobuf batches through the receiver versus asyncpg COPY straight into the same `spans`
+  table. The baseline COPYs the rows the receiver would have made; the receiver runs as its own process
+  (`glia serve --database-url`), and the benchmark POSTs pre-serialised batches (10 attributes a span) until the
+  target number of spans is stored. It prints spans/s, the ratio to COPY, and the receiver's RSS over the run.
+- one-span requests (what every job exporting without a collector sends): requests/s of unique one-span protobuf
+  requests through the receiver versus the trivial-handler ceiling, a raw ASGI app answering 200 with an empty body
+  in one uvicorn process, both hit in turn by the same fast client (bench/loadgen.py: raw sockets, keep-alive, its
+  own process) over the same number of connections. Every span is counted in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ from pathlib import Path
 import asyncpg
 import httpx
 import psutil
+import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import loadgen  # noqa: E402
 
 from receiver import decode, flatten  # noqa: E402
 from receiver.embedded import EmbeddedPostgres  # noqa: E402
@@ -138,25 +147,134 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("receiver did not become ready")
 
 
+async def trivial_app(scope: dict[str, object], receive: object, send: object) -> None:
+    """The ceiling: a raw ASGI app that reads the body and answers 200 with an empty body."""
+    assert callable(receive) and callable(send)
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def serve_trivial(port: int) -> None:
+    """One uvicorn process, httptools and uvloop as `glia serve` picks them."""
+    uvicorn.run(trivial_app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def start_receiver(url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GLIA_DATABASE_URL": url, "GLIA_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glia_otel._cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+    )
+    wait_ready(f"http://127.0.0.1:{port}", proc)
+    return proc
+
+
+def one_span_bodies(count: int, seed: int) -> list[bytes]:
+    """`count` unique one-span requests (gzip, as glia's client sends them)."""
+    return make_batches(count, 1, seed)
+
+
+def measure_one_span(url: str, args: argparse.Namespace, work: Path, round_: int) -> None:
+    """The receiver's requests/s for one-span requests beside the trivial handler's, the same client for both."""
+    bodies_file = work / "one-span.bin"
+    loadgen.write_bodies(bodies_file, one_span_bodies(args.one_span, seed=1000 + round_))
+    trivial_file = work / "trivial.bin"
+    loadgen.write_bodies(trivial_file, one_span_bodies(min(args.one_span, 2000), seed=0) * 50)
+
+    trivial = subprocess.Popen([sys.executable, __file__, "--serve-trivial", str(args.port)], cwd=REPO)
+    try:
+        wait_port(args.port, trivial)
+        ceiling = loadgen.run_process(args.port, "/v1/traces", trivial_file, args.connections, gzip=True)
+    finally:
+        trivial.terminate()
+        trivial.wait(timeout=30)
+    proc = start_receiver(url, args.port)
+    try:
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        received = loadgen.run_process(args.port, "/v1/traces", bodies_file, args.connections, gzip=True)
+        sampler.stop.set()
+        sampler.join()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    stored = asyncio.run(_count(url))
+    assert stored == args.one_span, f"stored {stored} spans, expected {args.one_span}"
+    asyncio.run(_truncate(url))
+    for name, result in (("ceiling", ceiling), ("receiver", received)):
+        statuses = result["statuses"]
+        assert isinstance(statuses, dict) and set(statuses) == {"200"}, f"{name}: {result}"
+    trivial_rate = 50 * min(args.one_span, 2000) / float(ceiling["seconds"])  # type: ignore[arg-type]
+    rate = args.one_span / float(received["seconds"])  # type: ignore[arg-type]
+    mib = max(sampler.samples or [0]) / 2**20
+    print(
+        f"round {round_}: trivial ASGI app {trivial_rate:>9,.0f} req/s (client CPU "
+        f"{float(ceiling['cpu_seconds']) / float(ceiling['seconds']):.0%})"  # type: ignore[arg-type]
+        f"   receiver {rate:>7,.0f} req/s (p50 {float(received['p50_ms']):.1f} ms, "  # type: ignore[arg-type]
+        f"p99 {float(received['p99_ms']):.1f} ms, peak RSS {mib:.0f} MiB)"  # type: ignore[arg-type]
+        f"   ratio {rate / trivial_rate:.3f}",
+        flush=True,
+    )
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
+    import socket
+
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError("server exited")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not listen")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--batch", type=int, action="append", help="spans per request (repeatable)")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--port", type=int, default=43187)
+    parser.add_argument("--one-span", type=int, default=30_000, help="one-span requests per measurement")
+    parser.add_argument("--connections", type=int, default=32, help="keep-alive connections, one-span case")
+    parser.add_argument("--rounds", type=int, default=2, help="one-span measurements, each beside its ceiling")
+    parser.add_argument("--only", choices=("batches", "one-span"))
+    parser.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_trivial:
+        serve_trivial(args.serve_trivial)
+        return
     batches = args.batch or [512, 8192]
 
     data_dir = Path(tempfile.mkdtemp(prefix="glia-bench-ingest-"))
     data_dir.chmod(0o711)  # as root, PostgreSQL runs as another user, who must pass through to its data directory
     pg = EmbeddedPostgres(data_dir)
+    work = Path(tempfile.mkdtemp(prefix="glia-bench-bodies-"))
     try:
         url = pg.start()
         upgrade(url)
-        print(f"PostgreSQL: embedded, {data_dir}; {os.cpu_count()} cores; {args.spans} spans per measurement\n")
-        header = (
-            f"{'path':<34}{'spans/s':>10}{'vs COPY':>9}{'RSS start':>11}{'max 1st half':>14}{'max 2nd half':>14}"
-        )
+        print(f"PostgreSQL: embedded, {data_dir}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}\n")
+        if args.only != "batches":
+            print(f"one-span requests: {args.one_span} a measurement, {args.connections} keep-alive connections")
+            for round_ in range(1, args.rounds + 1):
+                measure_one_span(url, args, work, round_)
+            print()
+        if args.only == "one-span":
+            return
+        print(f"batches: {args.spans} spans a measurement")
+        header = f"{'path':<34}{'spans/s':>10}{'vs COPY':>9}{'RSS start':>11}{'max 1st half':>14}{'max 2nd half':>14}"
         print(header)
         print("-" * len(header))
         # context: the same COPY into a plain table with no index and no partitions
@@ -202,6 +320,7 @@ def main() -> None:
     finally:
         pg.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 async def _plain_table(url: str) -> None:

@@ -3,10 +3,11 @@ what lives as long as the application does.
 
 At start-up the lifespan opens the pool, checks that the schema is at head, makes the partitions ahead, builds the
 one `Services` object every handler is handed (services.py) and starts the maintenance loops (maintenance.py); at
-shut-down it stops them and closes the pool. The endpoints are routers of their own: the OTLP pipeline (ingest.py),
-the probes (health.py), the receiver's own metrics (metrics.py), the query API and the page (api.py), Swagger UI
-(docs.py). Every error reaching the application is answered by http_errors.py; the Host check and the browser
-headers wrap it all (guard.py), and the count of OTLP answers wraps that (metrics.py).
+shut-down it stops them and closes the pool. The OTLP pipeline (ingest.py) is a plain ASGI endpoint inside the
+guards, with no framework routing per request; the other endpoints are routers of their own: the probes
+(health.py), the receiver's own metrics (metrics.py), the query API and the page (api.py), Swagger UI (docs.py).
+Every error reaching the application is answered by http_errors.py; the Host check and the browser headers wrap it
+all (guard.py), and the count of OTLP answers wraps that (metrics.py).
 """
 
 from __future__ import annotations
@@ -72,13 +73,14 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    for router in (ingest.router, health.router, metrics.router, api.router, answers_api.router, docs.router):
+    for router in (health.router, metrics.router, api.router, answers_api.router, docs.router):
         app.include_router(router)
     http_errors.install(app, settings.retry_after_seconds)
 
     # the last added runs first: headers on every response, the Host refused before anything else runs
     host_rule = guard.HostRule.make(settings.host, settings.allowed_hosts)
     refuse = functools.partial(http_errors.render, retry_after=settings.retry_after_seconds)
+    app.add_middleware(ingest.OtlpEndpoints)  # the OTLP paths, served without FastAPI's routing
     app.add_middleware(guard.HostCheck, rule=host_rule, refuse=refuse, log_seconds=settings.rejection_log_seconds)
     app.add_middleware(guard.SecurityHeaders)
     # outermost: an OTLP request refused for its Host is counted too

@@ -19,22 +19,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 from fastapi.responses import Response
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import decode, flatten, flatten_logs, http_errors
 from .errors import BadRequest, InternalError, MethodNotAllowed, PayloadTooLarge, RequestError, Unavailable
-from .services import Wired, require
+from .services import Services, check_key, services
 from .store import Chunks, Store, WriteResult
 
 log = logging.getLogger("glia.receiver")
@@ -55,6 +56,8 @@ class Signal:
     write: Callable[[Store, Chunks, Iterable[datetime]], Awaitable[WriteResult]]
     response: Callable[[int, str], bytes]
     rejected_field: str  # the partial_success field, in OTLP/JSON spelling
+    # a small request's rows, in a transaction shared with other small requests (None: written alone)
+    submit: Callable[[Store, Sequence[tuple[Any, ...]], Iterable[datetime]], Awaitable[WriteResult]] | None = None
 
 
 def _trace_response(rejected: int, message: str) -> bytes:
@@ -89,6 +92,7 @@ TRACES = Signal(
     Store.write_spans,
     _trace_response,
     "rejectedSpans",
+    Store.submit_spans,
 )
 METRICS = Signal(
     "metrics",
@@ -98,6 +102,7 @@ METRICS = Signal(
     Store.write_metrics,
     _metric_response,
     "rejectedDataPoints",
+    Store.submit_metrics,
 )
 LOGS = Signal(
     "logs",
@@ -107,6 +112,7 @@ LOGS = Signal(
     Store.write_logs,
     _log_response,
     "rejectedLogRecords",
+    Store.submit_logs,
 )
 
 
@@ -161,7 +167,17 @@ async def _ahead(chunks: Iterator[T], threaded: bool) -> AsyncGenerator[T, None]
             await following
 
 
-async def handle(request: Request, signal: Signal, svc: Wired) -> Response:
+async def _write_small(
+    store: Store, signal: Signal, chunks: list[list[tuple[Any, ...]]], months: set[datetime]
+) -> WriteResult:
+    """A body small enough to be flattened at once: its rows share a transaction with other small requests' when
+    they fit in one (Store.submit_*), else they are written alone, chunk by chunk."""
+    if signal.submit is None or len(chunks) > 1 or (chunks and len(chunks[0]) > store.max_rows):
+        return await signal.write(store, chunks, months)
+    return await signal.submit(store, chunks[0] if chunks else [], months)
+
+
+async def handle(request: Request, signal: Signal, svc: Services) -> Response:
     """One export request through the pipeline; every failure answered in the request's content type."""
     settings = svc.settings
     kind = decode.JSON
@@ -187,8 +203,11 @@ async def handle(request: Request, signal: Signal, svc: Wired) -> Response:
             now = time.time_ns()
             months = await _maybe_thread(threaded, signal.months, decoded.items, svc.limits, now)
             rows = signal.chunks(decoded.items, svc.limits, now, report, settings.write_chunk_rows)
-            async with contextlib.aclosing(_ahead(rows, threaded)) as chunks:
-                result = await signal.write(svc.store, chunks, months)
+            if threaded:
+                async with contextlib.aclosing(_ahead(rows, threaded)) as chunks:
+                    result = await signal.write(svc.store, chunks, months)
+            else:
+                result = await _write_small(svc.store, signal, list(rows), months)
     except RequestError as exc:
         if isinstance(exc, Unavailable):
             log.warning("%s: 503 %s", signal.name, exc.message)
@@ -211,31 +230,38 @@ async def handle(request: Request, signal: Signal, svc: Wired) -> Response:
     return _success(signal, kind, report)
 
 
-router = APIRouter()
-_ingest_key = [Depends(require("ingest"))]
+# --- serving: a plain ASGI endpoint, not a FastAPI route ----------------------------------------------------------
+
+SIGNALS = {"/v1/traces": TRACES, "/v1/metrics": METRICS, "/v1/logs": LOGS}
 
 
-@router.post("/v1/traces", summary="OTLP/HTTP trace export", dependencies=_ingest_key)
-async def traces(request: Request, svc: Wired) -> Response:
-    """An ExportTraceServiceRequest: one row per span in `spans`."""
-    return await handle(request, TRACES, svc)
+class OtlpEndpoints:
+    """Serves the OTLP export paths (SIGNALS) itself and hands every other request to the application.
 
+    ASGI middleware, placed inside the Host check, the security headers and the request count (app.py), so those
+    apply as to every path; what it skips is FastAPI's routing, dependency injection (its sync dependencies run in a
+    thread pool) and exception middleware, which cost more than the whole pipeline of a one-span request. It does
+    what the route did: POST only (405 in the OTLP shape otherwise), the ingest key (services.check_key), then
+    `handle`; every error is answered in the OTLP shape (http_errors.py)."""
 
-@router.post("/v1/metrics", summary="OTLP/HTTP metrics export", dependencies=_ingest_key)
-async def metrics(request: Request, svc: Wired) -> Response:
-    """An ExportMetricsServiceRequest: one row per data point in `metric_points`."""
-    return await handle(request, METRICS, svc)
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
-
-@router.post("/v1/logs", summary="OTLP/HTTP logs export", dependencies=_ingest_key)
-async def logs(request: Request, svc: Wired) -> Response:
-    """An ExportLogsServiceRequest: one row per log record in `log_records`."""
-    return await handle(request, LOGS, svc)
-
-
-@router.api_route("/v1/traces", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-@router.api_route("/v1/metrics", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-@router.api_route("/v1/logs", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-async def wrong_method(request: Request) -> Response:
-    """405 in the OTLP shape: exports are POSTed."""
-    raise MethodNotAllowed(f"{request.method} is not supported on {request.url.path}: OTLP/HTTP exports are POSTed")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        signal = SIGNALS.get(scope["path"]) if scope["type"] == "http" else None
+        if signal is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        svc = services(request)
+        try:
+            if scope["method"] != "POST":
+                raise MethodNotAllowed(
+                    f"{scope['method']} is not supported on {scope['path']}: OTLP/HTTP exports are POSTed"
+                )
+            await check_key(svc, request, "ingest")
+        except RequestError as exc:
+            response = http_errors.render(request, exc, svc.settings.retry_after_seconds)
+        else:
+            response = await handle(request, signal, svc)
+        await response(scope, receive, send)

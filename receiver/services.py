@@ -45,7 +45,7 @@ class Services:
         return cls(
             settings=settings,
             db=db,
-            store=Store(db, on_commit=metrics.committed),
+            store=Store(db, on_commit=metrics.committed, max_rows=settings.write_chunk_rows),
             keys=auth.KeyCache(db, ttl=settings.key_cache_seconds),
             budget=DecodeBudget(settings.max_decoding_bytes),
             limits=flatten.Limits.from_settings(settings),
@@ -74,19 +74,25 @@ def require(scope: str) -> Callable[[Request, Services], Awaitable[None]]:
         raise ValueError(f"unknown scope {scope!r}: expected one of {', '.join(auth.SCOPES)}")
 
     async def dependency(request: Request, svc: Wired) -> None:
-        try:
-            await svc.keys.check(request.headers.get("authorization"), scope)
-        except AuthError as exc:
-            client = request.client.host if request.client else "unknown"
-            svc.auth_failures.warning(
-                client,
-                "refused %s %s from %s: %d %s",
-                request.method,
-                request.url.path,
-                client,
-                exc.status_code,
-                exc.message,
-            )
-            raise
+        await check_key(svc, request, scope)
 
     return dependency
+
+
+async def check_key(svc: Services, request: Request, scope: str) -> None:
+    """Check the request's key for `scope` (AuthError: 401 or 403), logging a refusal (rate limited, never with the
+    key or any part of it); what `require` does, for the OTLP paths, which are served without FastAPI's routing."""
+    try:
+        await svc.keys.check(request.headers.get("authorization"), scope)
+    except AuthError as exc:
+        client = request.client.host if request.client else "unknown"
+        svc.auth_failures.warning(
+            client,
+            "refused %s %s from %s: %d %s",
+            request.method,
+            request.url.path,
+            client,
+            exc.status_code,
+            exc.message,
+        )
+        raise

@@ -1,17 +1,28 @@
-"""Rows -> PostgreSQL: one transaction per request, chunk by chunk COPY into a staging table, then an idempotent
-upsert.
+"""Rows -> PostgreSQL: COPY into a staging table, then an idempotent upsert, in one transaction.
+
+Two ways in. A large request (`write_spans`, `write_metrics`) is written alone, chunk by chunk, in its own
+transaction. Small requests (`submit_spans`, `submit_metrics`: what one job's export sends, a span or a few) share
+transactions: each waits in a queue, and a writer takes whatever has queued up (up to `max_rows` rows) into one
+COPY, one upsert and one commit, as soon as a writer is free (group commit: no timer, so a lone request waits for
+nothing but its own commit). At most `writers` such transactions run at once. Each request is answered only after
+the commit that holds its rows, with its own result.
 
 A failure that is the database's (away, busy, not at the expected schema: `database.is_transient`) is raised and
 answered 503. Any other failure of a chunk (a row PostgreSQL refuses, a value the driver cannot encode) is isolated
 by bisection under savepoints: the chunk is split in parts, the parts that fail are split again, and the rows that
 fail alone are rejected with the error while the rest is stored. One bad row among n costs O(log n) statements, not
-n. The SQL is `sql/store.sql`.
+n. A shared transaction that fails so is rolled back and written again request by request, each under its own
+savepoint and isolated as above: a bad row in one request never costs another request its rows. The SQL is
+`sql/store.sql`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
+from collections import defaultdict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import sqlfiles
 from .database import Database, describe, is_transient, refused_by_server
 from .decode import MAX_MESSAGES
+from .errors import Unavailable
 from .flatten import METRIC_COLUMNS, SPAN_COLUMNS
 from .flatten_logs import LOG_COLUMNS
 
@@ -29,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("glia.store")
 
 _NO_PARTITION = "no partition of relation"
+# A shared transaction of up to this many rows is one statement (the rows as an array parameter: one round trip);
+# past it, COPY into the staging table and an upsert cost less than the array (measured: docs/benchmarks.md).
+_ONE_STATEMENT_ROWS = 256
 _SPLIT = 4  # a refused chunk is cut into this many parts: fewer rows redone per level than halving, as few rounds
 # How many rows the rejections of one request may name with PostgreSQL's message (the rest are counted).
 _ROW_MESSAGES = MAX_MESSAGES
@@ -36,6 +51,16 @@ _ROW_MESSAGES = MAX_MESSAGES
 
 def _sql(name: str) -> str:
     return sqlfiles.load("store.sql")[name]
+
+
+def _formatted(name: str, table: Table) -> str:
+    return _format(name, table.name, tuple(table.columns))
+
+
+@functools.cache
+def _format(name: str, table: str, columns: tuple[str, ...]) -> str:
+    # the table's name and flatten's column names: constants of the code, never anything a request brings
+    return _sql(name).format(table=table, columns=", ".join(f'"{column}"' for column in columns))
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,16 @@ class Table:
     insert: str
     clear: str
     describe: Callable[[tuple[Any, ...]], str]  # one row, for a rejection message
+
+    @property
+    def insert_rows(self) -> str:
+        """The one-statement upsert of an array of rows (`$1`, of the per-connection row type)."""
+        return _formatted("insert_rows", self)
+
+    @property
+    def create_row_type(self) -> str:
+        """Makes the per-connection row type (a temp table with no rows) of `insert_rows`."""
+        return _formatted("create_row_type", self)
 
 
 def _describe_span(row: tuple[Any, ...]) -> str:
@@ -64,12 +99,20 @@ def _tables() -> tuple[Table, Table, Table]:
     return (
         Table("spans", "spans_stage", SPAN_COLUMNS, _sql("insert_spans"), _sql("clear_spans_stage"), _describe_span),
         Table(
-            "metric_points", "metric_points_stage", METRIC_COLUMNS, _sql("insert_metric_points"),
-            _sql("clear_metric_points_stage"), _describe_point,
+            "metric_points",
+            "metric_points_stage",
+            METRIC_COLUMNS,
+            _sql("insert_metric_points"),
+            _sql("clear_metric_points_stage"),
+            _describe_point,
         ),
         Table(
-            "log_records", "log_records_stage", LOG_COLUMNS, _sql("insert_log_records"),
-            _sql("clear_log_records_stage"), _describe_record,
+            "log_records",
+            "log_records_stage",
+            LOG_COLUMNS,
+            _sql("insert_log_records"),
+            _sql("clear_log_records_stage"),
+            _describe_record,
         ),
     )
 
@@ -91,24 +134,59 @@ Chunks = Iterable[Sequence[tuple[Any, ...]]] | AsyncIterable[Sequence[tuple[Any,
 
 
 async def prepare_connection(conn: asyncpg.Connection) -> None:
-    """Make a new pooled connection's staging tables (the pool's `init`)."""
+    """Make a new pooled connection's staging tables and row types (the pool's `init`)."""
     await conn.execute(_sql("create_stage_tables"))
+    for table in _tables():
+        await conn.execute(table.create_row_type)
 
 
 def _unobserved(table: str, seconds: float) -> None:
     pass
 
 
+@dataclass
+class _Submitted:
+    """One small request's rows, waiting in a queue for the shared transaction that will hold them."""
+
+    rows: Sequence[tuple[Any, ...]]
+    done: asyncio.Future[WriteResult]
+    result: WriteResult = field(default_factory=WriteResult)
+
+
+class _Queue:
+    """The small requests of one table waiting for a writer, and how many writers run."""
+
+    def __init__(self) -> None:
+        self.waiting: deque[_Submitted] = deque()
+        self.writers = 0
+
+
 class Store:
-    """Writes span and metric rows through the receiver's Database (whose pool the application's lifespan owns).
+    """Writes span, metric and log rows through the receiver's Database (whose pool the application's lifespan
+    owns).
 
-    `on_commit(table, seconds)` is told how long each committed transaction took, from its start (/metrics)."""
+    `on_commit(table, seconds)` is told how long each committed transaction took, from its start (/metrics).
+    `writers` bounds the shared transactions of small requests running at once (per table), `max_rows` the rows one
+    of them takes."""
 
-    def __init__(self, db: Database, on_commit: Callable[[str, float], None] = _unobserved) -> None:
+    def __init__(
+        self,
+        db: Database,
+        on_commit: Callable[[str, float], None] = _unobserved,
+        *,
+        writers: int = 2,
+        max_rows: int = 4096,
+    ) -> None:
+        if writers < 1 or max_rows < 1:
+            raise ValueError(f"writers ({writers}) and max_rows ({max_rows}) must be at least 1")
         self._db = db
         self._on_commit = on_commit
         self._months: set[tuple[str, datetime]] = set()
         self._spans, self._metrics, self._logs = _tables()
+        self.writers = writers
+        self.max_rows = max_rows
+        self._queues: defaultdict[str, _Queue] = defaultdict(_Queue)  # by table
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def write_spans(self, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
         """Store span rows, chunk by chunk in one transaction; returns how many were new and which were rejected.
@@ -125,12 +203,114 @@ class Store:
         """Store log record rows, as write_spans does."""
         return await self._write(self._logs, chunks, months)
 
+    async def submit_spans(self, rows: Sequence[tuple[Any, ...]], months: Iterable[datetime]) -> WriteResult:
+        """Store the span rows of one small request in a transaction shared with other small requests; returns
+        after the commit that holds them, with this request's own result.
+
+        A request's `inserted` is exact unless some rows of its shared transaction were stored already (resent):
+        then the transaction's new rows are shared out in arrival order, so their sum stays exact."""
+        return await self._submit(self._spans, rows, months)
+
+    async def submit_metrics(self, rows: Sequence[tuple[Any, ...]], months: Iterable[datetime]) -> WriteResult:
+        """Store the metric point rows of one small request, as submit_spans does."""
+        return await self._submit(self._metrics, rows, months)
+
+    async def submit_logs(self, rows: Sequence[tuple[Any, ...]], months: Iterable[datetime]) -> WriteResult:
+        """Store the log record rows of one small request, as submit_spans does."""
+        return await self._submit(self._logs, rows, months)
+
     async def ensure_partitions_ahead(self, months: int = 2) -> None:
         """Create this month's and the next months' partitions (run at start-up and daily)."""
         async with self._db.connection() as conn:
             await conn.execute(_sql("ensure_partitions_ahead"), months)
 
     # --- internals -----------------------------------------------------------------------------------------
+
+    async def _submit(self, table: Table, rows: Sequence[tuple[Any, ...]], months: Iterable[datetime]) -> WriteResult:
+        if not rows:
+            return WriteResult()
+        # made before the request queues, as for a request written alone (a cached month costs nothing)
+        await self._ensure_partitions(table.name, set(months))
+        queue = self._queues[table.name]
+        item = _Submitted(rows, asyncio.get_running_loop().create_future())
+        queue.waiting.append(item)
+        if queue.writers < self.writers:
+            queue.writers += 1
+            task = asyncio.create_task(self._writer(table, queue))
+            self._tasks.add(task)  # a task nothing refers to may be collected before it ends
+            task.add_done_callback(self._tasks.discard)
+        # shielded: a request whose client left is still written with its group (and its answer dropped)
+        return await asyncio.shield(item.done)
+
+    async def _writer(self, table: Table, queue: _Queue) -> None:
+        """Write what has queued up, group by group, until nothing waits, on one pooled connection (given back when
+        the queue is empty, or replaced after a failure)."""
+        try:
+            while queue.waiting:
+                group: list[_Submitted] | None = self._take(queue)
+                try:
+                    async with self._db.connection() as conn:
+                        while group:
+                            await self._write_group(conn, table, group)
+                            for item in group:
+                                if not item.done.done():
+                                    item.done.set_result(item.result)
+                            group = self._take(queue) if queue.waiting else None
+                except BaseException as exc:
+                    # cancelled (the application stopping): the requests are answered 503, so their clients resend
+                    told = exc if isinstance(exc, Exception) else Unavailable("the receiver is stopping; retry")
+                    for item in group or ():
+                        if not item.done.done():
+                            item.done.set_exception(told)
+                    if told is not exc:
+                        raise
+        finally:
+            queue.writers -= 1
+
+    def _take(self, queue: _Queue) -> list[_Submitted]:
+        """The requests waiting first, up to max_rows rows (at least one request)."""
+        group = [queue.waiting.popleft()]
+        rows = len(group[0].rows)
+        while queue.waiting and rows + len(queue.waiting[0].rows) <= self.max_rows:
+            item = queue.waiting.popleft()
+            group.append(item)
+            rows += len(item.rows)
+        return group
+
+    async def _write_group(self, conn: asyncpg.Connection, table: Table, group: list[_Submitted]) -> None:
+        """The whole group in one transaction: up to _ONE_STATEMENT_ROWS rows as one upsert statement (an array of
+        rows, one round trip), more by COPY into the staging table and an upsert. If a row is refused, the group
+        again, request by request, each isolated under its own savepoint."""
+        records = [row for item in group for row in item.rows] if len(group) > 1 else group[0].rows
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            if len(records) <= _ONE_STATEMENT_ROWS:
+                status: str = await conn.execute(table.insert_rows, records)
+            else:
+                async with conn.transaction():
+                    await conn.copy_records_to_table(table.stage, records=records, columns=table.columns)
+                    status = await conn.execute(table.insert)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            error = exc
+        if error is None:
+            self._on_commit(table.name, time.perf_counter() - started)
+            _share_out(group, int(status.rsplit(" ", 1)[-1]))
+            return
+        log.warning(
+            "%s: a shared transaction of %d requests (%d rows) was refused (%s); writing them one by one",
+            table.name,
+            len(group),
+            len(records),
+            describe(error),
+        )
+        started = time.perf_counter()
+        async with conn.transaction():
+            for item in group:
+                await self._write_chunk(conn, table, item.rows, item.result, last=False)
+        self._on_commit(table.name, time.perf_counter() - started)
 
     async def _write(self, table: Table, chunks: Chunks, months: Iterable[datetime]) -> WriteResult:
         result = WriteResult()
@@ -150,8 +330,13 @@ class Store:
         return result
 
     async def _write_chunk(
-        self, conn: asyncpg.Connection, table: Table, records: Sequence[tuple[Any, ...]], result: WriteResult,
-        *, last: bool,
+        self,
+        conn: asyncpg.Connection,
+        table: Table,
+        records: Sequence[tuple[Any, ...]],
+        result: WriteResult,
+        *,
+        last: bool,
     ) -> None:
         error = await self._attempt(conn, table, records, result, clear=not last)
         if error is not None and _NO_PARTITION in str(error):
@@ -164,14 +349,21 @@ class Store:
         if error is None:
             return
         log.warning(
-            "%s: a chunk of %d rows was refused (%s); isolating the rows at fault", table.name, len(records),
+            "%s: a chunk of %d rows was refused (%s); isolating the rows at fault",
+            table.name,
+            len(records),
             describe(error),
         )
         await self._isolate(conn, table, records, result, error)  # each attempt clears the staging table
 
     async def _attempt(
-        self, conn: asyncpg.Connection, table: Table, records: Sequence[tuple[Any, ...]], result: WriteResult,
-        *, clear: bool = True,
+        self,
+        conn: asyncpg.Connection,
+        table: Table,
+        records: Sequence[tuple[Any, ...]],
+        result: WriteResult,
+        *,
+        clear: bool = True,
     ) -> BaseException | None:
         """COPY + upsert `records` under a savepoint: None when they are stored, else what refused them (a failure
         that is the database's, not the rows', is raised)."""
@@ -219,6 +411,13 @@ class Store:
             for month in missing:
                 await conn.execute(sql, table, month)
                 self._months.add((table, month))
+
+
+def _share_out(group: list[_Submitted], inserted: int) -> None:
+    """The new rows of a shared transaction, counted against its requests in arrival order."""
+    for item in group:
+        item.result.inserted = min(len(item.rows), inserted)
+        inserted -= item.result.inserted
 
 
 async def _each(chunks: Chunks) -> AsyncIterator[Sequence[tuple[Any, ...]]]:

@@ -16,6 +16,21 @@ BEGIN
 END
 $$;
 
+-- name: create_row_type
+-- The type of one flattened row of {table} (flatten's columns, in its order): a temp table with no rows, made as each
+-- pooled connection opens, whose array type insert_rows takes.
+DO $$
+BEGIN
+    IF to_regclass('{table}') IS NOT NULL THEN
+        CREATE TEMP TABLE IF NOT EXISTS {table}_rows AS SELECT {columns} FROM {table} WITH NO DATA;
+    END IF;
+END
+$$;
+
+-- name: insert_rows
+-- The rows of a shared transaction of small requests, as one array parameter: one statement, one round trip.
+INSERT INTO {table} ({columns}) SELECT * FROM unnest($1::{table}_rows[]) ON CONFLICT DO NOTHING;
+
 -- name: insert_spans
 -- One row per span, however its records arrive (docs/attributes.md, "Live runs"): a run's start record or heartbeat
 -- is stored as a row without an end, a later heartbeat replaces it, and the final span replaces either (a lost run

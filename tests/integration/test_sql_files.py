@@ -8,13 +8,16 @@ import string
 
 import asyncpg
 
-from receiver import query, sqlfiles
+from receiver import query, sqlfiles, store
 
 # Queries with `{...}` fields: each is prepared with every text the code formats into it.
 FORMATTED = {
     "list_runs": [query.list_runs_sql(sort) for sort in query.Sort],
     # quote_partition's answer for a name from glia_partitions(); the parent table takes the same lock
     "lock_partition": [sqlfiles.load("retention.sql")["lock_partition"].format(partition="spans")],
+    # each table's name and flatten's columns for it
+    "create_row_type": [table.create_row_type for table in store._tables()],
+    "insert_rows": [table.insert_rows for table in store._tables()],
 }
 
 
@@ -43,8 +46,8 @@ def test_every_named_query_prepares_against_the_schema(database_url: str) -> Non
         conn = await asyncpg.connect(database_url)
         failed = []
         try:
-            # the ingest queries read the per-connection staging tables
-            await conn.execute(sqlfiles.load("store.sql")["create_stage_tables"])
+            # the ingest queries read the per-connection staging tables and row types
+            await store.prepare_connection(conn)
             for (file, name), statements in queries.items():
                 for sql in statements:
                     try:
@@ -56,4 +59,3 @@ def test_every_named_query_prepares_against_the_schema(database_url: str) -> Non
         return failed
 
     assert asyncio.run(go()) == []
-
