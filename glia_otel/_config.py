@@ -17,6 +17,7 @@ DEFAULT_ENDPOINT = "http://localhost:4318"
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_EXPORT_DEADLINE_S = 0.25
 DEFAULT_SPOOL_MAX_BYTES = 100 * 1024 * 1024
+DEFAULT_HEARTBEAT_INTERVAL_S = 30.0
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -50,6 +51,8 @@ class Settings:
     metrics_enabled: bool = True
     metrics_interval_s: float | None = None  # OTEL_METRIC_EXPORT_INTERVAL; None: the sampling ramp (_metrics.py)
     use_cgroup: bool = True
+    live: bool = True  # GLIA_LIVE: runs past 1 s send a start record and heartbeats (_live.py)
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S  # GLIA_HEARTBEAT_INTERVAL_MS
 
     def __init__(self, **values: object) -> None:
         for key, value in values.items():
@@ -318,4 +321,8 @@ def load_settings(
         metrics_enabled=metrics,
         metrics_interval_s=interval_s,
         use_cgroup=parse_bool("GLIA_CGROUP", env.get("GLIA_CGROUP", "true")),
+        live=parse_bool("GLIA_LIVE", env.get("GLIA_LIVE", "true")),
+        heartbeat_interval_s=parse_timeout_ms("GLIA_HEARTBEAT_INTERVAL_MS", env["GLIA_HEARTBEAT_INTERVAL_MS"])
+        if env.get("GLIA_HEARTBEAT_INTERVAL_MS", "").strip()
+        else DEFAULT_HEARTBEAT_INTERVAL_S,
     )

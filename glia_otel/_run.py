@@ -19,18 +19,25 @@ if TYPE_CHECKING:
 else:
     import _signal as signal  # the C module: `signal` imports enum and functools, several ms of start-up
 
-USAGE = """usage: glia run [--name NAME] [--attr KEY=VALUE]... [--no-args] -- CMD [ARGS...]
+USAGE = """usage: glia run [--name NAME] [--attr KEY=VALUE]... [--no-args] [--keep-stderr[=always]] -- CMD [ARGS...]
 
 Run CMD and record it as one run (an OpenTelemetry span): wall and CPU time, the peak RSS of its largest
 process (what GNU time's %M reports), the peak of the whole process tree (the cgroup's memory high-water mark,
-else sampled), I/O bytes and the exit code. stdin/stdout/stderr are left alone, SIGINT/SIGTERM/SIGHUP/SIGQUIT/
-SIGUSR1/SIGUSR2 are forwarded, and glia exits with the command's exit code (128+N if a signal N ended it).
+else sampled), I/O bytes and the exit code. stdin/stdout/stderr are left alone (stderr unless --keep-stderr),
+SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 are forwarded, and glia exits with the command's exit code (128+N
+if a signal N ended it).
 
 options:
   --name NAME        span name (default: the script or program name)
   --attr KEY=VALUE   a custom value on the run (repeatable)
   --no-args          leave the command's arguments out (also GLIA_RECORD_ARGS=false)
   --nextflow-task F  the command is a Nextflow task described by F (written by `glia nextflow-config`)
+  --keep-stderr[=always]
+                     keep the last 64 lines (16 KiB) of the command's stderr, passed on to glia's stderr as it
+                     comes, and store them with the run when it fails (=always: whatever its exit code; also
+                     GLIA_KEEP_STDERR=true or always), redacted as command lines are. The command's stderr is then
+                     a pipe, not the terminal: a program that colours or buffers its output by isatty() sees the
+                     difference. The pipe is read by glia's spawner, not glia, so the command never loses it
   -h, --help         show this help
 """
 
@@ -39,6 +46,7 @@ _SI_KERNEL = 0x80  # si_code of signals the kernel (the terminal) sent: the chil
 _SAMPLE_INTERVAL_S = 0.05
 _FLUSH_AFTER_S = 0.2
 _FIRST_SAMPLE_S = 1.0  # _metrics.FIRST_SAMPLE_S, the ramp's first step (a unit test keeps the two equal)
+_LIVE_AFTER_S = 1.0  # _live.LIVE_AFTER_S: a command still running then is sent as running (docs/attributes.md)
 
 
 class UsageError(Exception):
@@ -115,8 +123,9 @@ def exit_code_of(status: int) -> int:
     return 1
 
 
-def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
-    """Fork and exec; returns (pid, fd to read with `_exec_result` once the child has ended).
+def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any, stderr_fd: int | None = None) -> tuple[int, int]:
+    """Fork and exec; returns (pid, fd to read with `_exec_result` once the child has ended). `stderr_fd` becomes the
+    command's stderr (and is closed here).
 
     The parent does not wait for the exec: joining the cgroup and exec'ing run on the child's side while glia
     prepares the run's record on its own.
@@ -130,6 +139,8 @@ def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
             os.close(read_fd)
             if cgroup is not None and not _cgroup.enter(cgroup):
                 os.write(write_fd, b"C")  # not in the cgroup: its figure would not be the command's
+            if stderr_fd is not None:
+                os.dup2(stderr_fd, 2)
             # Python ignores SIGPIPE and SIGXFSZ; the program must get the defaults (as subprocess does).
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
@@ -148,6 +159,8 @@ def _spawn(cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
         except BaseException:
             os._exit(127)
     os.close(write_fd)
+    if stderr_fd is not None:
+        os.close(stderr_fd)
     return pid, read_fd
 
 
@@ -168,7 +181,9 @@ def _exec_result(read_fd: int) -> tuple[int | None, bool]:
     return (int(digits) if digits.isdigit() else None) if digits else None, joined
 
 
-def _start_spawner(spawner: str, cmd: list[str], env: dict[str, str], cgroup: Any) -> tuple[int, int]:
+def _start_spawner(
+    spawner: str, cmd: list[str], env: dict[str, str], cgroup: Any, options: Sequence[str] = ()
+) -> tuple[int, int]:
     """Start glia's spawner (`_spawn.c`), which forks and execs the command; returns (its pid, its report's fd).
 
     posix_spawn (vfork and exec in the C library) costs the same however large this process is, and the spawner
@@ -180,7 +195,7 @@ def _start_spawner(spawner: str, cmd: list[str], env: dict[str, str], cgroup: An
         join = "-"
         if cgroup is not None:
             join = os.path.join(cgroup.path, "tasks" if cgroup.version == 1 else "cgroup.procs")
-        pid = os.posix_spawn(spawner, [spawner, str(write_fd), join, "--", *cmd], env)
+        pid = os.posix_spawn(spawner, [spawner, str(write_fd), join, *options, "--", *cmd], env)
     except BaseException:
         os.close(read_fd)
         raise
@@ -255,6 +270,16 @@ def main(argv: list[str]) -> int:
     try:
         if "--nextflow-task" in argv or any(a.startswith("--nextflow-task=") for a in argv):
             argv, task_fields = take_task_option(argv)
+        keep_option = None
+        if any(a.startswith("--keep-stderr") for a in argv):
+            from . import _stderr
+
+            argv, keep_option = _stderr.take_option(argv)
+            if keep_option:
+                try:
+                    _stderr.parse_mode("--keep-stderr", keep_option)
+                except ValueError as e:
+                    raise UsageError(str(e)) from None
         name, custom, record_args, cmd = parse_args(argv)
     except UsageError as e:
         if str(e):
@@ -297,6 +322,8 @@ def main(argv: list[str]) -> int:
         settings.service_name = task.program
         if task.trace_id:
             inherited = (task.trace_id, task.parent_span_id, 1)
+    # the command's stderr, when it is to be kept: read by the spawner (or a tee), never by glia itself
+    keep = _keeper(keep_option) if keep_option is not None or os.environ.get("GLIA_KEEP_STDERR") else None
     trace_id = inherited[0] if inherited else int.from_bytes(os.urandom(16), "big") or 1
     parent_span_id = inherited[1] if inherited else 0
     span_id = int.from_bytes(os.urandom(8), "big") or 1
@@ -313,12 +340,12 @@ def main(argv: list[str]) -> int:
         report: _Report | None = None
         if spawner is not None:
             try:
-                child, status_fd = _start_spawner(spawner, cmd, env, cgroup)
+                child, status_fd = _start_spawner(spawner, cmd, env, cgroup, keep.spawner_args() if keep else ())
                 report = _Report(status_fd)
             except (OSError, ValueError) as e:
                 spawner_problem = f"{spawner} cannot be executed ({getattr(e, 'strerror', None) or e})"
         if report is None:
-            child, exec_fd = _spawn(cmd, env, cgroup)
+            child, exec_fd = _spawn(cmd, env, cgroup, keep.python_tee() if keep else None)
     except OSError as e:
         # No process to spare for glia (EAGAIN, ENOMEM): the command matters more than its record.
         print(f"glia run: cannot fork ({e.strerror or e}); running the command untracked", file=sys.stderr)
@@ -358,6 +385,9 @@ def main(argv: list[str]) -> int:
         first_sample = settings.metrics_interval_s or _FIRST_SAMPLE_S
         metrics_at = mono0 / 1e9 + first_sample if settings.metrics_enabled else float("inf")
         sampler: Any = None
+        # Its start record once it has run a second, then heartbeats: a shorter command sends none (_live.py).
+        live_at = mono0 / 1e9 + _LIVE_AFTER_S if settings.live else float("inf")
+        beats: Any = None
         sampled_peak = 0
         status, rusage = 0, None
         next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
@@ -376,7 +406,20 @@ def main(argv: list[str]) -> int:
                 if sampler is None:
                     sampler = _start_sampler(settings, resource, child, report is None, trace_id, span_id, wall0, mono0)
                 metrics_at = sampler.sample() if sampler is not None else float("inf")
-            timeout = min(1.0, max(0.0, next_sample - now), max(0.0, flush_at - now), max(0.0, metrics_at - now))
+            if now >= live_at:
+                if beats is None:
+                    beats = _start_beats(
+                        settings, resource, cmd, name, custom, task, (trace_id, span_id, parent_span_id), wall0,
+                        lambda: _tree_figures(child, report is None, cgroup, sampled_peak),  # noqa: B023 - the latest
+                    )  # fmt: skip
+                live_at = beats.beat() if beats is not None else float("inf")
+            timeout = min(
+                1.0,
+                max(0.0, next_sample - now),
+                max(0.0, flush_at - now),
+                max(0.0, metrics_at - now),
+                max(0.0, live_at - now),
+            )
             info = signal.sigtimedwait(blocked, timeout)
             if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
                 try:  # noqa: SIM105 - contextlib costs glia run's start-up
@@ -418,6 +461,8 @@ def main(argv: list[str]) -> int:
         io1 = read_io()
         # One exit deadline for everything that follows: the run first, then the samples with what remains.
         deadline = time.monotonic() + settings.export_deadline_s
+        if keep is not None:
+            keep.command_ended(deadline)
         try:
             attrs = _span_attributes(code, mono1 - mono0, usage, cgroup, sampled_peak, io0, io1, live_io, custom)
             if task is not None:
@@ -441,6 +486,12 @@ def main(argv: list[str]) -> int:
             )
         except Exception as e:
             print(f"glia run: could not record the run: {type(e).__name__}: {e}", file=sys.stderr)
+        if keep is not None:
+            try:
+                ids = (trace_id, span_id)
+                keep.send(settings, resource or {}, ids, wall0 + (mono1 - mono0), code, deadline)
+            except Exception as e:
+                print(f"glia run: could not keep the command's stderr: {type(e).__name__}: {e}", file=sys.stderr)
         if sampler is not None:
             # The last CPU point is the exact figure the span has; then the samples, with what remains of the deadline.
             sampler.finish(wall0 + (mono1 - mono0), *(usage[1:3] if usage is not None else (None, None)), deadline)
@@ -472,6 +523,78 @@ def _start_sampler(
 
     ids = (f"{trace_id:032x}", f"{span_id:016x}")
     return _metrics.start_command_sampling(settings, resource or {}, root, with_root, ids, wall0, mono0 / 1e9)
+
+
+def _run_kind(custom: dict[str, str]) -> str:
+    # A workflow engine's wrapper says its run is a task (--attr glia.run.kind=task); anything else is a command.
+    return "task" if custom.get("glia.run.kind") == "task" else "command"
+
+
+def _start_beats(
+    settings: Any,
+    resource: dict[str, Any] | None,
+    cmd: list[str],
+    name: str | None,
+    custom: dict[str, str],
+    task: Any,
+    ids: tuple[int, int, int],
+    wall0: int,
+    read: Any,
+) -> Any:
+    """The command's start record and heartbeats from now on (`_live` is imported only now: a short command never
+    loads it), with what its final span will say of it at start: name, kind, custom values, the task's."""
+    from . import _live
+    from ._otlp import SpanData
+
+    resource = resource or {"service.name": os.path.basename(cmd[0])}
+    attrs: dict[str, Any] = dict(custom)
+    attrs["glia.run.kind"] = _run_kind(custom)
+    if task is not None:
+        attrs.update(task.attributes)
+    trace_id, span_id, parent_span_id = ids
+    span = SpanData(
+        trace_id=trace_id,
+        span_id=span_id,
+        name=name or str(resource["service.name"]),
+        start_ns=wall0,
+        end_ns=0,
+        parent_span_id=parent_span_id,
+        flags=0x301 if parent_span_id else 0x101,
+    )
+    return _live.command_beats(settings, resource, span, attrs, read)
+
+
+def _tree_figures(root: int, with_root: bool, cgroup: Any, sampled_peak: int) -> dict[str, Any]:
+    """What a heartbeat says of the command's tree so far: its memory now, CPU seconds, and its peak."""
+    from ._metrics import read_tree
+
+    figures: dict[str, Any] = {}
+    reading = read_tree(root, with_root)
+    if reading is not None:
+        rss, user, system, _ = reading
+        figures["glia.memory.rss_bytes"] = rss
+        figures["glia.cpu.user_seconds"] = user
+        figures["glia.cpu.system_seconds"] = system
+    peak = cgroup.peak_bytes() if cgroup is not None else None
+    if peak is not None:
+        figures["glia.memory.tree_peak_bytes"] = peak
+        figures["glia.memory.tree_peak_method"] = "cgroup"
+    elif sampled_peak:
+        figures["glia.memory.tree_peak_bytes"] = sampled_peak
+        figures["glia.memory.tree_peak_method"] = "sampled-tree"
+    return figures
+
+
+def _keeper(option: str | None) -> Any:
+    """What keeps the command's stderr (`_stderr.Keeper`), or None: off, or (said once) GLIA_KEEP_STDERR is wrong."""
+    from . import _stderr
+
+    try:
+        mode = _stderr.resolve(option, os.environ)
+        return _stderr.Keeper(mode) if mode is not None else None
+    except (ValueError, OSError) as e:
+        print(f"glia run: {e}; the command's stderr is left as it is", file=sys.stderr)
+        return None
 
 
 def _engine_task(fields: str) -> Any:
@@ -522,8 +645,7 @@ def _span_attributes(
     """The run's attributes. Two memory figures, two names: `peak_rss` is the largest single process's peak (GNU
     time's %M), `tree_peak` the whole tree's (a cgroup's charged-memory peak, else a sampled sum)."""
     attrs: dict[str, Any] = dict(custom)
-    # A workflow engine's wrapper says its run is a task (--attr glia.run.kind=task); anything else is a command.
-    attrs["glia.run.kind"] = "task" if custom.get("glia.run.kind") == "task" else "command"
+    attrs["glia.run.kind"] = _run_kind(custom)
     attrs["process.exit.code"] = code
     peak = 0
     if usage is not None:

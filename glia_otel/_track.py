@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar, overload
 
     from ._bridge import AppSpan, GliaTracerProvider
+    from ._live import LiveRuns
     from ._metrics import ProcessSampling
     from ._pipeline import GliaSpanProcessor
 
@@ -53,6 +54,7 @@ class _State:
         self.app_tracer: Any = None  # the application's own tracer, when it has a TracerProvider
         self.processor: GliaSpanProcessor | None = None
         self.metrics: ProcessSampling | None = None  # process samples of long runs (glia's pipeline, metrics on)
+        self.live: LiveRuns | None = None  # start records and heartbeats of runs past 1 s (glia's pipeline, live on)
         self.provider: GliaTracerProvider | None = None  # the global TracerProvider glia set for the API
         self.bridged = False  # glia's provider is the API's global one: runs are also the API's current span
         self.bridge_refused = False  # the API already had another global provider: glia's spans stay glia's own
@@ -79,6 +81,8 @@ class _State:
             self.processor.after_fork_in_child()
         if self.metrics is not None:
             self.metrics.after_fork_in_child()
+        if self.live is not None:
+            self.live.after_fork_in_child()
 
 
 _state = _State()
@@ -161,6 +165,14 @@ def _install(settings: Settings) -> None:
         _state.metrics = ProcessSampling(settings, resource)
     else:
         _state.metrics.reconfigure(settings, resource)
+    if not settings.live:
+        _state.live = None
+    elif _state.live is None:
+        from ._live import LiveRuns
+
+        _state.live = LiveRuns(settings)
+    else:
+        _state.live.reconfigure(settings)
     if _API in sys.modules:
         _bridge_api()
     elif not _state.watching:
@@ -321,7 +333,9 @@ def shutdown() -> None:
 class Run:
     """One tracked run: `set()` adds custom values while it runs."""
 
-    __slots__ = ("_api_token", "_kind", "_mono0", "_sampling", "_span", "_token", "_usage", "_wall0", "name")
+    __slots__ = (
+        "_api_token", "_kind", "_live", "_mono0", "_sampling", "_span", "_token", "_usage", "_wall0", "name",
+    )  # fmt: skip
 
     def __init__(self, name: str, kind: str) -> None:
         self.name = name
@@ -331,6 +345,7 @@ class Run:
         self._token: contextvars.Token[_span.Span | None] | None = None
         self._api_token: object = None
         self._sampling: ProcessSampling | None = None
+        self._live: LiveRuns | None = None
         self._wall0 = 0
         self._mono0 = 0
 
@@ -384,6 +399,9 @@ class Run:
                 span = tracer.start(self.name, parent or state.remote_parent, attrs, start_ns=self._wall0)
                 self._span = span
                 self._token = _span.current.set(span)
+                if state.live is not None and span.recording:
+                    self._live = state.live
+                    self._live.run_started(span)
                 if state.bridged:
                     self._api_token = _bridge.attach(span)  # type: ignore[arg-type]
             settings = state.settings
@@ -428,6 +446,8 @@ class Run:
             ids = (self.trace_id, self.span_id)
             self._span = None
             self._detach()
+            if self._live is not None:
+                self._live.run_ended(span)  # type: ignore[arg-type]
             if self._sampling is not None:
                 try:  # noqa: SIM105 - contextlib is not imported on this path
                     self._sampling.run_ended(ids, self._wall0 + (mono1 - self._mono0))
