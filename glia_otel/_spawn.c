@@ -5,10 +5,16 @@
  * Python's footprint (about 8 MB) as its floor. Forked from this small program instead, it starts where it would
  * under GNU time (itself such a program): the figure is the one `/usr/bin/time -f %M` prints.
  *
- * Usage: _spawn STATUS_FD CGROUP_FILE -- COMMAND [ARGS...]
+ * Usage: _spawn STATUS_FD CGROUP_FILE [--tail TAIL_FD] -- COMMAND [ARGS...]
  *   STATUS_FD    the write end of a pipe to glia; closed in the command at exec
  *   CGROUP_FILE  `tasks` or `cgroup.procs` of the cgroup the command joins between fork and exec, or `-`
- * The environment, the working directory and stdin/stdout/stderr pass to the command untouched.
+ *   TAIL_FD      (`glia run --keep-stderr`) a file glia reads once this program has ended: the command's stderr
+ *                becomes a pipe that this program reads, passing every chunk on to its own stderr as it comes, and
+ *                when the command has ended the file gets `<bytes written in all>\n<the last 16 KiB>`. The reader
+ *                is this program, not glia, so a command whose glia dies still writes to a live pipe; descendants
+ *                of the command that still hold the pipe when it ends are passed through by a relay forked here.
+ * The environment, the working directory and stdin/stdout (and stderr without --tail) pass to the command
+ * untouched.
  *
  * Lines written to STATUS_FD, each in one write (atomic on a pipe):
  *   P <pid>                     the command was forked
@@ -33,8 +39,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -58,11 +66,71 @@ static void report(const char *line) {
     }
 }
 
+/* --- the command's stderr, with --tail -------------------------------------------------------------------- */
+
+#define TAIL_BYTES 16384
+static char ring[TAIL_BYTES]; /* the last TAIL_BYTES bytes, from ring[total % TAIL_BYTES] on once it wrapped */
+static long long total;       /* bytes the command (and its descendants) wrote to its stderr */
+static int passing = 1;       /* our stderr still takes them: once it fails they are still read, and kept */
+
+static void take(const char *buf, size_t n) {
+    for (size_t done = 0; passing && done < n;) {
+        ssize_t w = write(2, buf + done, n - done);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            passing = 0;
+        } else {
+            done += (size_t)w;
+        }
+    }
+    for (size_t i = n > TAIL_BYTES ? n - TAIL_BYTES : 0; i < n; i++) ring[(total + (long long)i) % TAIL_BYTES] = buf[i];
+    total += (long long)n;
+}
+
+/* One read of the pipe: 1 at its end (every writer closed it, or it failed), 0 otherwise (EAGAIN included). */
+static int relay_once(int fd) {
+    static char buf[65536];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n > 0) {
+            take(buf, (size_t)n);
+            return 0;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        return n < 0 && errno == EAGAIN ? 0 : 1;
+    }
+}
+
+static void write_all_at(int fd, const char *buf, size_t n, off_t at) {
+    while (n > 0) {
+        ssize_t w = pwrite(fd, buf, n, at);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return;
+        buf += w;
+        n -= (size_t)w;
+        at += w;
+    }
+}
+
+static void write_tail(int fd) {
+    char head[32];
+    int h = snprintf(head, sizeof head, "%lld\n", total);
+    write_all_at(fd, head, (size_t)h, 0);
+    size_t start = (size_t)(total % TAIL_BYTES);
+    if (total <= TAIL_BYTES) {
+        write_all_at(fd, ring, (size_t)total, h);
+    } else {
+        write_all_at(fd, ring + start, TAIL_BYTES - start, h);
+        write_all_at(fd, ring, start, h + (off_t)(TAIL_BYTES - start));
+    }
+}
+
 static long long usec(struct timeval tv) { return (long long)tv.tv_sec * 1000000LL + tv.tv_usec; }
 
 /* The command, from the child side of the fork. Never returns. */
-static void exec_command(char **argv, const char *cgroup_file) {
+static void exec_command(char **argv, const char *cgroup_file, int stderr_fd) {
     char line[64];
+    if (stderr_fd >= 0) dup2(stderr_fd, 2); /* the pipe (the original closes at exec) */
     if (strcmp(cgroup_file, "-") != 0) {
         /* On cgroup v1 `tasks` moves the calling thread only, which avoids the RCU grace period a move through
          * cgroup.procs waits for: this process has one thread, so it moves whole. */
@@ -166,16 +234,64 @@ static void report_live_descendants(void) {
     }
 }
 
+/* Reap everything that ended: the command, and orphans reparented here. 1 once the command is among them. */
+static int reap(pid_t pid, int *status, struct rusage *ru) {
+    int st, done = 0;
+    struct rusage r;
+    pid_t w;
+    while ((w = wait4(-1, &st, WNOHANG, &r)) > 0) {
+        if (w == pid) {
+            *status = st;
+            *ru = r;
+            done = 1;
+        }
+    }
+    if (w < 0 && errno == ECHILD) done = 1; /* cannot happen: the command is our child */
+    return done;
+}
+
+/* The wait with --tail: the forwarded signals and SIGCHLD through a signalfd, and the command's stderr, in one
+ * poll. Returns at the command's end with `*eof` set when nobody holds the pipe any more. */
+static void wait_reading(pid_t pid, int sfd, int err_fd, int *status, struct rusage *ru, int *eof) {
+    for (int done = 0; !done;) {
+        struct pollfd fds[2] = {{sfd, POLLIN, 0}, {*eof ? -1 : err_fd, POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) continue; /* EINTR: a stop and continue */
+        if (fds[1].revents && relay_once(err_fd)) *eof = 1;
+        if (!(fds[0].revents & POLLIN)) continue;
+        struct signalfd_siginfo info;
+        while (read(sfd, &info, sizeof info) == (ssize_t)sizeof info) {
+            if (info.ssi_signo != SIGCHLD) {
+                if (info.ssi_code != SI_KERNEL) kill(pid, (int)info.ssi_signo);
+            } else if (reap(pid, status, ru)) {
+                done = 1;
+            }
+        }
+    }
+    /* The command has ended and closed its end: what it wrote is in the pipe, read to EAGAIN or the end. */
+    while (!*eof) {
+        long long before = total;
+        if (relay_once(err_fd)) *eof = 1;
+        else if (total == before) break; /* EAGAIN: a descendant still holds the pipe */
+    }
+}
+
 int main(int argc, char **argv) {
-    if (argc < 5 || strcmp(argv[3], "--") != 0) {
-        fputs("usage: _spawn STATUS_FD CGROUP_FILE -- COMMAND [ARGS...] (run by `glia run`)\n", stderr);
+    int at = 3, tail_fd = -1;
+    if (argc > 5 && strcmp(argv[3], "--tail") == 0) {
+        tail_fd = atoi(argv[4]);
+        at = 5;
+    }
+    if (argc < at + 2 || strcmp(argv[at], "--") != 0) {
+        fputs("usage: _spawn STATUS_FD CGROUP_FILE [--tail TAIL_FD] -- COMMAND [ARGS...] (run by `glia run`)\n",
+              stderr);
         return 2;
     }
     status_fd = atoi(argv[1]);
     /* Ours until the command execs, then closed in it: the command must not hold glia's pipe open. */
     if (fcntl(status_fd, F_SETFD, FD_CLOEXEC) < 0) return 2;
+    if (tail_fd >= 0 && fcntl(tail_fd, F_SETFD, FD_CLOEXEC) < 0) return 2;
     const char *cgroup_file = argv[2];
-    char **command = argv + 4;
+    char **command = argv + at + 1;
 
     /* Blocked before the fork (glia blocked them before exec'ing this program too, so none is lost meanwhile):
      * they are taken with sigwaitinfo, not handlers. */
@@ -187,6 +303,17 @@ int main(int argc, char **argv) {
     prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* best effort: without it orphans go to init, as before */
     signal(SIGPIPE, SIG_IGN); /* a glia that is gone makes a report fail, not this program, which still reaps */
 
+    /* With --tail: the pipe that becomes the command's stderr, and the signals as a descriptor to poll beside it.
+     * Either failing leaves stderr untouched (and the tail empty): the command matters more than its output. */
+    int err_pipe[2] = {-1, -1}, sfd = -1;
+    if (tail_fd >= 0) {
+        sfd = signalfd(-1, &waited, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (sfd < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) {
+            if (sfd >= 0) close(sfd);
+            sfd = err_pipe[0] = err_pipe[1] = -1;
+        }
+    }
+
     pid_t pid = fork();
     if (pid < 0) {
         char line[64];
@@ -194,33 +321,31 @@ int main(int argc, char **argv) {
         report(line);
         return 127;
     }
-    if (pid == 0) exec_command(command, cgroup_file);
+    if (pid == 0) exec_command(command, cgroup_file, err_pipe[1]);
     char line[192];
     snprintf(line, sizeof line, "P %ld\n", (long)pid);
     report(line);
 
-    int status = 0;
+    int status = 0, eof = 1;
     struct rusage ru;
     memset(&ru, 0, sizeof ru);
-    for (int done = 0; !done;) {
-        siginfo_t info;
-        if (sigwaitinfo(&waited, &info) < 0) continue; /* EINTR: a stop and continue */
-        if (info.si_signo != SIGCHLD) {
-            if (info.si_code != SI_KERNEL) kill(pid, info.si_signo);
-            continue;
-        }
-        int st;
-        struct rusage r;
-        pid_t w;
-        /* Reap everything that ended: the command, and orphans reparented here. */
-        while ((w = wait4(-1, &st, WNOHANG, &r)) > 0) {
-            if (w == pid) {
-                status = st;
-                ru = r;
-                done = 1;
+    if (err_pipe[0] >= 0) {
+        close(err_pipe[1]); /* the command's now: its end, when all its holders close it, is ours to see */
+        fcntl(err_pipe[0], F_SETFL, fcntl(err_pipe[0], F_GETFL) | O_NONBLOCK);
+        eof = 0;
+        wait_reading(pid, sfd, err_pipe[0], &status, &ru, &eof);
+        close(sfd);
+        write_tail(tail_fd);
+    } else {
+        for (int done = 0; !done;) {
+            siginfo_t info;
+            if (sigwaitinfo(&waited, &info) < 0) continue; /* EINTR: a stop and continue */
+            if (info.si_signo != SIGCHLD) {
+                if (info.si_code != SI_KERNEL) kill(pid, info.si_signo);
+                continue;
             }
+            done = reap(pid, &status, &ru);
         }
-        if (w < 0 && errno == ECHILD && !done) break; /* cannot happen: the command is our child */
     }
     /* Orphans that ended meanwhile are reaped (their counters become ours); those still running are read. */
     int st;
@@ -235,5 +360,20 @@ int main(int argc, char **argv) {
     snprintf(line, sizeof line, "R %d %ld %lld %lld %lld %lld\n", status, ru.ru_maxrss, usec(ru.ru_utime),
              usec(ru.ru_stime), usec(children.ru_utime), usec(children.ru_stime));
     report(line);
+    if (!eof) {
+        /* Descendants still write there: a relay passes the rest through until they close it, so none of them is
+         * cut off, while this program ends and glia records the run. It holds nothing of glia's. */
+        pid_t relay = fork();
+        if (relay == 0) {
+            close(status_fd);
+            close(tail_fd);
+            close(0); /* glia's stdin and stdout are not held open on its behalf */
+            close(1);
+            fcntl(err_pipe[0], F_SETFL, fcntl(err_pipe[0], F_GETFL) & ~O_NONBLOCK);
+            while (!relay_once(err_pipe[0])) {
+            }
+            _exit(0);
+        }
+    }
     return 0;
 }
