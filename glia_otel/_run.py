@@ -46,6 +46,7 @@ _SI_KERNEL = 0x80  # si_code of signals the kernel (the terminal) sent: the chil
 _SAMPLE_INTERVAL_S = 0.05
 _FLUSH_AFTER_S = 0.2
 _FIRST_SAMPLE_S = 1.0  # _metrics.FIRST_SAMPLE_S, the ramp's first step (a unit test keeps the two equal)
+_LIVE_AFTER_S = 1.0  # _live.LIVE_AFTER_S: a command still running then is sent as running (docs/attributes.md)
 
 
 class UsageError(Exception):
@@ -384,6 +385,9 @@ def main(argv: list[str]) -> int:
         first_sample = settings.metrics_interval_s or _FIRST_SAMPLE_S
         metrics_at = mono0 / 1e9 + first_sample if settings.metrics_enabled else float("inf")
         sampler: Any = None
+        # Its start record once it has run a second, then heartbeats: a shorter command sends none (_live.py).
+        live_at = mono0 / 1e9 + _LIVE_AFTER_S if settings.live else float("inf")
+        beats: Any = None
         sampled_peak = 0
         status, rusage = 0, None
         next_sample = time.monotonic() + 0.01 if cgroup is None else float("inf")
@@ -402,7 +406,20 @@ def main(argv: list[str]) -> int:
                 if sampler is None:
                     sampler = _start_sampler(settings, resource, child, report is None, trace_id, span_id, wall0, mono0)
                 metrics_at = sampler.sample() if sampler is not None else float("inf")
-            timeout = min(1.0, max(0.0, next_sample - now), max(0.0, flush_at - now), max(0.0, metrics_at - now))
+            if now >= live_at:
+                if beats is None:
+                    beats = _start_beats(
+                        settings, resource, cmd, name, custom, task, (trace_id, span_id, parent_span_id), wall0,
+                        lambda: _tree_figures(child, report is None, cgroup, sampled_peak),  # noqa: B023 - the latest
+                    )  # fmt: skip
+                live_at = beats.beat() if beats is not None else float("inf")
+            timeout = min(
+                1.0,
+                max(0.0, next_sample - now),
+                max(0.0, flush_at - now),
+                max(0.0, metrics_at - now),
+                max(0.0, live_at - now),
+            )
             info = signal.sigtimedwait(blocked, timeout)
             if info is not None and info.si_signo != signal.SIGCHLD and info.si_code != _SI_KERNEL:
                 try:  # noqa: SIM105 - contextlib costs glia run's start-up
@@ -508,6 +525,66 @@ def _start_sampler(
     return _metrics.start_command_sampling(settings, resource or {}, root, with_root, ids, wall0, mono0 / 1e9)
 
 
+def _run_kind(custom: dict[str, str]) -> str:
+    # A workflow engine's wrapper says its run is a task (--attr glia.run.kind=task); anything else is a command.
+    return "task" if custom.get("glia.run.kind") == "task" else "command"
+
+
+def _start_beats(
+    settings: Any,
+    resource: dict[str, Any] | None,
+    cmd: list[str],
+    name: str | None,
+    custom: dict[str, str],
+    task: Any,
+    ids: tuple[int, int, int],
+    wall0: int,
+    read: Any,
+) -> Any:
+    """The command's start record and heartbeats from now on (`_live` is imported only now: a short command never
+    loads it), with what its final span will say of it at start: name, kind, custom values, the task's."""
+    from . import _live
+    from ._otlp import SpanData
+
+    resource = resource or {"service.name": os.path.basename(cmd[0])}
+    attrs: dict[str, Any] = dict(custom)
+    attrs["glia.run.kind"] = _run_kind(custom)
+    if task is not None:
+        attrs.update(task.attributes)
+    trace_id, span_id, parent_span_id = ids
+    span = SpanData(
+        trace_id=trace_id,
+        span_id=span_id,
+        name=name or str(resource["service.name"]),
+        start_ns=wall0,
+        end_ns=0,
+        parent_span_id=parent_span_id,
+        flags=0x301 if parent_span_id else 0x101,
+    )
+    return _live.command_beats(settings, resource, span, attrs, read)
+
+
+def _tree_figures(root: int, with_root: bool, cgroup: Any, sampled_peak: int) -> dict[str, Any]:
+    """What a heartbeat says of the command's tree so far: its memory now, CPU seconds, and its peak."""
+    from ._metrics import read_tree
+
+    figures: dict[str, Any] = {}
+    reading = read_tree(root, with_root)
+    if reading is not None:
+        rss, user, system, _ = reading
+        figures["glia.memory.rss_bytes"] = rss
+        figures["glia.cpu.user_seconds"] = user
+        figures["glia.cpu.system_seconds"] = system
+    peak = cgroup.peak_bytes() if cgroup is not None else None
+    if peak is not None:
+        figures["glia.memory.tree_peak_bytes"] = peak
+        figures["glia.memory.tree_peak_method"] = "cgroup"
+    elif sampled_peak:
+        figures["glia.memory.tree_peak_bytes"] = sampled_peak
+        figures["glia.memory.tree_peak_method"] = "sampled-tree"
+    return figures
+
+
 def _keeper(option: str | None) -> Any:
     """What keeps the command's stderr (`_stderr.Keeper`), or None: off, or (said once) GLIA_KEEP_STDERR is wrong."""
     from . import _stderr
@@ -568,8 +645,7 @@ def _span_attributes(
     """The run's attributes. Two memory figures, two names: `peak_rss` is the largest single process's peak (GNU
     time's %M), `tree_peak` the whole tree's (a cgroup's charged-memory peak, else a sampled sum)."""
     attrs: dict[str, Any] = dict(custom)
-    # A workflow engine's wrapper says its run is a task (--attr glia.run.kind=task); anything else is a command.
-    attrs["glia.run.kind"] = "task" if custom.get("glia.run.kind") == "task" else "command"
+    attrs["glia.run.kind"] = _run_kind(custom)
     attrs["process.exit.code"] = code
     peak = 0
     if usage is not None:
