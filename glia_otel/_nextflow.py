@@ -195,7 +195,7 @@ process.shell = {{
             queue: task.queue
         ]
         def encoded = fields.findAll {{ k, v -> v != null }}.collect {{ k, v -> k + '=' + enc(v) }}.join(',')
-        return [{glia_shell}, 'run', '--nextflow-task', encoded, '--'] + {shell_quoted}
+        return [{glia_shell}, 'run'{keep}, '--nextflow-task', encoded, '--'] + {shell_quoted}
     }} catch (Throwable e) {{
         // never the task's failure: without its record it still runs as it would without glia
         return {shell}
@@ -231,8 +231,11 @@ workflow.onComplete = {{
 """
 
 
-def config_text(glia: str, shell: Sequence[str], endpoint: str | None = None, wait_s: int = 30) -> str:
-    """The Nextflow config for `glia` (its absolute path), tasks' interpreter `shell`, and an optional endpoint."""
+def config_text(
+    glia: str, shell: Sequence[str], endpoint: str | None = None, wait_s: int = 30, keep_stderr: Sequence[str] = ()
+) -> str:
+    """The Nextflow config for `glia` (its absolute path), tasks' interpreter `shell`, an optional endpoint, and the
+    `glia run --keep-stderr` option tasks run with (`_stderr.wrapper_options`), if any."""
     import shlex
 
     from ._version import __version__
@@ -254,6 +257,7 @@ def config_text(glia: str, shell: Sequence[str], endpoint: str | None = None, wa
         shell=_groovy_list(list(shell)),
         handler_env=handler_env,
         wait_s=int(wait_s),
+        keep="".join(f", {groovy_string(option)}" for option in keep_stderr),
     )
 
 
@@ -268,7 +272,8 @@ def _default_glia() -> str | None:
     return os.path.abspath(found) if found else None
 
 
-CONFIG_USAGE = """usage: glia nextflow-config [--glia PATH] [--shell CMD] [--endpoint URL] [-o FILE]
+CONFIG_USAGE = """usage: glia nextflow-config [--glia PATH] [--shell CMD] [--endpoint URL] [--keep-stderr[=always]]
+                           [-o FILE]
 
 Print a Nextflow config that records a `nextflow run` and every task attempt in it as Glia runs:
     glia nextflow-config > glia.config && nextflow run main.nf -c glia.config
@@ -277,6 +282,9 @@ options:
   --glia PATH      glia as tasks will run it (default: this glia, {glia})
   --shell CMD      the tasks' shell, as process.shell would be (default: {shell})
   --endpoint URL   the OTLP endpoint, written into the config for tasks and the run (default: the environment's)
+  --keep-stderr[=always]
+                   tasks run with `glia run --keep-stderr`: a failed task's last 64 lines of stderr are stored with
+                   its run (=always: every task's); default: GLIA_KEEP_STDERR here. The task's stderr is then a pipe
   -o, --output F   write the config to F instead of printing it
   -h, --help       show this help
 """
@@ -294,6 +302,7 @@ def config_main(argv: list[str]) -> int:
     parser.add_argument("--glia", default=default_glia)
     parser.add_argument("--shell", default=DEFAULT_SHELL)
     parser.add_argument("--endpoint")
+    parser.add_argument("--keep-stderr", nargs="?", const="true", default=None)
     parser.add_argument("-o", "--output")
     parser.add_argument("-h", "--help", action="store_true")
     try:
@@ -316,7 +325,17 @@ def config_main(argv: list[str]) -> int:
         except ValueError as e:
             print(f"glia nextflow-config: {e}", file=sys.stderr)
             return 2
-    text = config_text(os.path.abspath(args.glia), shell, args.endpoint)
+    from . import _stderr
+
+    try:
+        if args.keep_stderr is not None:
+            keep = _stderr.wrapper_options({_stderr.ENV: args.keep_stderr})
+        else:
+            keep = _stderr.wrapper_options(os.environ)
+    except ValueError as e:
+        print(f"glia nextflow-config: {e}", file=sys.stderr)
+        return 2
+    text = config_text(os.path.abspath(args.glia), shell, args.endpoint, keep_stderr=keep)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
