@@ -18,6 +18,7 @@ from typing import Any
 from glia_otel._config import Settings
 from glia_otel._deliver import send
 from glia_otel._import_snakemake import requested, task_name
+from glia_otel._log import warn_once
 from glia_otel._otlp import SpanData, encode_request
 from glia_otel._resource import python_process_attributes, uuid4
 from glia_otel._version import __version__
@@ -65,6 +66,7 @@ class WorkflowRun:
         self._finished = False
         base = python_process_attributes(settings.record_args, settings.service_name, settings.resource_attributes)
         self._resource: dict[str, Any] = {**base, "service.name": settings.service_name or ENGINE}
+        self._keep_stderr = _keep_stderr_options()
 
     # --- Snakemake's log events (the logging thread) ---------------------------------------------------------
 
@@ -162,7 +164,7 @@ class WorkflowRun:
         attrs["glia.run.kind"] = "task"
         if job.bench_iteration is not None:
             attrs["glia.snakemake.bench_iteration"] = job.bench_iteration
-        options = ["--name", task_name(job.rule, job.wildcards)]
+        options = ["--name", task_name(job.rule, job.wildcards), *self._keep_stderr]
         for key, value in attrs.items():
             options += ["--attr", f"{key}={value}"]
         env = {
@@ -271,3 +273,14 @@ def _resources(value: Any) -> dict[str, Any]:
     if hasattr(value, "items"):
         return {str(k): v for k, v in value.items()}
     return {}
+
+
+def _keep_stderr_options() -> list[str]:
+    """`--keep-stderr[=always]` for every shell job when GLIA_KEEP_STDERR says so (said once when it is wrong)."""
+    from glia_otel._stderr import wrapper_options
+
+    try:
+        return wrapper_options(os.environ)
+    except ValueError as e:
+        warn_once("snakemake-keep-stderr", "shell jobs keep no stderr: %s", e)
+        return []
