@@ -11,8 +11,11 @@
 5. The cost of process sampling: CPU time (user + system, from wait4) of a 60 s `sleep` under `glia run` and of a
    script sleeping 60 s in one tracked block, sampling on (the default ramp) vs off (`OTEL_METRICS_EXPORTER=none`),
    whole processes, imports included. Target: at most 1% of one core over the run.
+6. The cost of live status (start record after 1 s, then heartbeats): a `glia run -- sleep S` and a script sleeping S
+   in one tracked block, live status on (the default) vs off (`GLIA_LIVE=false`), S = 1 s (the start record is due
+   just as the run ends) and 1.5 s (it is always sent), whole processes. Target: at most 5 ms added per run.
 
-    uv run python bench/client.py [--quick] [--endpoint URL] [--parts 12345]
+    uv run python bench/client.py [--quick] [--endpoint URL] [--parts 123456]
 
 Whole processes are timed from the outside (start to reap), A and B in turn (A B A B ...) so drift in the machine's
 speed hits both; the figure is the median, the delta is median(A) - median(B). Endpoints: "up" is a local HTTP
@@ -399,11 +402,40 @@ def part5(seconds: float, reps: int) -> None:
         )
 
 
+SLEEPING_BLOCK_S = """
+import sys, time
+import glia_otel
+with glia_otel.track("job"):
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+def part6(reps: int, real_endpoint: str | None) -> None:
+    print(f"## 6. Live status on vs off (GLIA_LIVE=false): whole process, median of {reps} (A B A B ...)")
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        script = d / "sleeping.py"
+        script.write_text(textwrap.dedent(SLEEPING_BLOCK_S))
+        endpoints = [("up", stub_endpoint())]
+        if real_endpoint:
+            endpoints.append(("receiver", real_endpoint))
+        print(f"  {'':<46} {'live on':>10}   {'baseline':<29}   {'added':>10}   ratio")
+        for label, url in endpoints:
+            on = env_for(url, d / "spool", OTEL_METRICS_EXPORTER="none")
+            off = {**on, "GLIA_LIVE": "false"}
+            for seconds in ("1", "1.5"):
+                r = paired([GLIA, "run", "--", "sleep", seconds], [GLIA, "run", "--", "sleep", seconds], on, off, reps)
+                print(row(f"glia run -- sleep {seconds}, {label}", r, "live off", 5))
+                cmd = [sys.executable, str(script), seconds]
+                r = paired(cmd, cmd, on, off, reps)
+                print(row(f"a {seconds} s track block, {label}", r, "live off", 5))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--endpoint", help="a real receiver's base URL to add to parts 1 and 2")
-    parser.add_argument("--parts", default="12345")
+    parser.add_argument("--parts", default="123456")
     args = parser.parse_args()
     load = os.getloadavg()
     print(
@@ -426,6 +458,8 @@ def main() -> None:
             part4(2000 if args.quick else 10_000)
         if "5" in args.parts:
             part5(20.0 if args.quick else 60.0, 3)
+        if "6" in args.parts:
+            part6(reps=6 if args.quick else 15, real_endpoint=args.endpoint)
     finally:
         for stub in _stubs:
             stub.kill()
