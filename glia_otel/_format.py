@@ -16,7 +16,7 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 TABLE_COLUMNS = [
@@ -294,8 +294,10 @@ def _outcome(run: dict[str, Any]) -> str:
 
 
 def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
-    """A run as text: its columns, custom values, child spans and a summary of its samples."""
+    """A run as text: its columns, custom values, exceptions, child spans, a summary of its samples, and its log
+    records (newest last)."""
     skip = {"attributes", "resource", "children", "children_truncated", "workflow_tasks", "workflow_tasks_truncated"}
+    skip |= {"logs", "logs_truncated", "exceptions"}
     lines = [f"run {run['run_id']}  ({run['run_name']})"]
     for key, value in run.items():
         if key in skip or value is None or value == []:
@@ -310,6 +312,9 @@ def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
     if run.get("attributes"):
         lines.append("attributes:")
         lines += [f"  {k:<20} {_compact(v)}" for k, v in sorted(run["attributes"].items())]
+    for exc in run.get("exceptions") or ():
+        lines.append(f"exception: {': '.join(str(exc[k]) for k in ('type', 'message') if exc.get(k)) or '-'}")
+        lines += [f"  {line}" for line in (exc.get("stacktrace") or "").splitlines()]
     if run.get("children"):
         more = ", more not shown" if run.get("children_truncated") else ""
         lines.append(f"child spans ({len(run['children'])}{more}):")
@@ -329,4 +334,31 @@ def format_run(run: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
             label = series["name"] + (_compact(series["attributes"]) if series["attributes"] else "")
             shown = human_bytes(max(values)) if series["unit"] == "By" and values else max(values, default=None)
             lines.append(f"  {label:<40} {len(series['points'])} points, max {shown}")
+    if run.get("logs"):
+        more = ", older ones not shown" if run.get("logs_truncated") else ""
+        lines.append(f"logs ({len(run['logs'])}, newest last{more}):")
+        for record in run["logs"]:
+            lines += _log_lines(record)
     return "\n".join(terminal_safe(line) for line in lines)
+
+
+_SEVERITIES = ((21, "FATAL"), (17, "ERROR"), (13, "WARN"), (9, "INFO"), (5, "DEBUG"), (1, "TRACE"))
+
+
+def _log_lines(record: dict[str, Any]) -> list[str]:
+    """One log record: its time and severity, then its body (a kept stderr tail: its lines below, indented)."""
+    when = record.get("time")
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    shown = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if isinstance(when, datetime) else "-"
+    attributes = record.get("attributes") or {}
+    body = record.get("body")
+    text = "" if body is None else str(body)
+    if attributes.get("log.iostream") == "stderr":
+        cut = ", earlier ones not kept" if attributes.get("glia.stderr.truncated") else ""
+        count = attributes.get("glia.stderr.lines", len(text.splitlines()))
+        return [f"  {shown}  stderr, its last {count} lines{cut}:", *(f"    {line}" for line in text.split("\n"))]
+    number = record.get("severity_number") or 0
+    severity = record.get("severity_text") or next((name for low, name in _SEVERITIES if number >= low), "-")
+    first, *rest = text.split("\n")
+    return [f"  {shown}  {severity:<5}  {first}", *(f"    {line}" for line in rest)]

@@ -35,6 +35,7 @@ from .query import (
     parse_when,
     reading,
 )
+from .run_logs import MAX_RECORDS, add_logs
 from .services import Wired, require
 
 T = TypeVar("T")
@@ -170,6 +171,32 @@ class WorkflowTask(BaseModel):
     elided: list[str]
 
 
+class LogRecordView(BaseModel):
+    """A log record of the run: written inside its span or a span below it, or its kept stderr."""
+
+    time: datetime
+    severity_number: int = Field(description="OTLP SeverityNumber: 0 unset, 9-12 info, 13-16 warn, 17-20 error, ...")
+    severity_text: str | None
+    body: str | None = Field(description="its text, or its value as JSON text when it is not a string")
+    event_name: str | None = Field(description="glia.run.stderr for the stderr tail of `glia run --keep-stderr`")
+    span_id: str = Field(description="the span it was written in: the run's, or one below it")
+    attributes: dict[str, Any] = Field(
+        description="for a stderr tail: log.iostream=stderr, glia.stderr.lines, glia.stderr.bytes (all the command"
+        " wrote), glia.stderr.truncated"
+    )
+    elided: list[str]
+
+
+class ExceptionView(BaseModel):
+    """An exception the run recorded (a Python or R block that raised): its `exception` event."""
+
+    time: datetime | None
+    type: str | None
+    message: str | None
+    stacktrace: str | None
+    elided: list[str]
+
+
 class RunDetail(RunSummary):
     """A run with every column of the runs view and the spans below it."""
 
@@ -191,6 +218,12 @@ class RunDetail(RunSummary):
         " sent without its parent, or in a trace of its own); empty otherwise"
     )
     workflow_tasks_truncated: bool
+    exceptions: list[ExceptionView] = Field(description="the exceptions the run recorded, in order")
+    logs: list[LogRecordView] = Field(
+        description=f"the run's log records, newest last: the newest {MAX_RECORDS} written in its span or below it"
+        " (OTLP logs), and the stderr tail `glia run --keep-stderr` kept"
+    )
+    logs_truncated: bool = Field(description="older records are not shown: past the count, or the byte budget")
 
 
 class Point(BaseModel):
@@ -374,6 +407,7 @@ async def run_endpoint(request: Request, svc: Wired, run_id: RunId) -> Response:
     async def work(runs: RunQueries) -> dict[str, Any]:
         run = await _run_or_404(runs, run_id)
         await runs.run_tree(run)
+        await add_logs(runs, run)
         return run
 
     return await _answer(request, svc, work)

@@ -183,7 +183,7 @@ def runs_main(argv: list[str]) -> int:
 
 
 def show_main(argv: list[str]) -> int:
-    """Show one run: every column, its custom values, its child spans and its samples."""
+    """Show one run: every column, its custom values, its exceptions, its child spans, its samples and its logs."""
     from .query import RUN_ID_PATTERN
 
     parser = argparse.ArgumentParser(prog="glia show", description=show_main.__doc__)
@@ -196,6 +196,7 @@ def show_main(argv: list[str]) -> int:
 
     def body() -> int:
         from .query import ReadLimits
+        from .run_logs import add_logs
 
         settings = _settings(args)
         limits = ReadLimits.from_settings(settings)
@@ -205,6 +206,7 @@ def show_main(argv: list[str]) -> int:
             if run is None:
                 return None, []
             await runs.run_tree(run)
+            await add_logs(runs, run)
             metrics, _ = await runs.run_metrics(run)
             return run, metrics
 
