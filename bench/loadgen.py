@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -236,8 +237,8 @@ def run_process(
     gzip: bool = False,
     ramp_seconds: float = 0.0,
     max_retry_wait: float = 5.0,
-) -> dict[str, object]:
-    """Run this script as a process of its own and return its results."""
+) -> dict[str, Any]:
+    """Run this script as a process of its own and return its results (Stats.as_dict)."""
     command = [
         sys.executable, __file__, "--port", str(port), "--path", path, "--bodies", str(bodies_file),
         "--connections", str(connections), "--ramp-seconds", str(ramp_seconds), "--max-retry-wait",
@@ -246,7 +247,7 @@ def run_process(
     if gzip:
         command.append("--gzip")
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 

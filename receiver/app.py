@@ -3,11 +3,11 @@ what lives as long as the application does.
 
 At start-up the lifespan opens the pool, checks that the schema is at head, makes the partitions ahead, builds the
 one `Services` object every handler is handed (services.py) and starts the maintenance loops (maintenance.py); at
-shut-down it stops them and closes the pool. The OTLP pipeline (ingest.py) is a plain ASGI endpoint inside the
-guards, with no framework routing per request; the other endpoints are routers of their own: the probes
-(health.py), the receiver's own metrics (metrics.py), the query API and the page (api.py), Swagger UI (docs.py).
-Every error reaching the application is answered by http_errors.py; the Host check and the browser headers wrap it
-all (guard.py), and the count of OTLP answers wraps that (metrics.py).
+shut-down it stops them and closes the pool. The OTLP pipeline (ingest.py) is a plain ASGI app beside the FastAPI
+application (ingest.Dispatch), with no framework routing per request; the other endpoints are routers of their own:
+the probes (health.py), the receiver's own metrics (metrics.py), the query API and the page (api.py), Swagger UI
+(docs.py). Every error reaching the application is answered by http_errors.py; the Host check and the browser
+headers wrap both (guard.py), and the count of OTLP answers wraps the OTLP paths' (metrics.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from glia_otel import _version
 
@@ -32,7 +33,7 @@ from .settings import Settings
 log = logging.getLogger("glia.receiver")
 
 
-def create_app(settings: Settings, database_url: str) -> FastAPI:
+def create_app(settings: Settings, database_url: str) -> ASGIApp:
     """The receiver application for one database. The lifespan owns the pool."""
     own_metrics = metrics.ReceiverMetrics()  # this application's registry, whatever else runs in the process
 
@@ -73,19 +74,26 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    for router in (health.router, metrics.router, api.router, answers_api.router, docs.router):
+    for router in (ingest.router, health.router, metrics.router, api.router, answers_api.router, docs.router):
         app.include_router(router)
     http_errors.install(app, settings.retry_after_seconds)
 
     # the last added runs first: headers on every response, the Host refused before anything else runs
     host_rule = guard.HostRule.make(settings.host, settings.allowed_hosts)
     refuse = functools.partial(http_errors.render, retry_after=settings.retry_after_seconds)
-    app.add_middleware(ingest.OtlpEndpoints)  # the OTLP paths, served without FastAPI's routing
     app.add_middleware(guard.HostCheck, rule=host_rule, refuse=refuse, log_seconds=settings.rejection_log_seconds)
     app.add_middleware(guard.SecurityHeaders)
-    # outermost: an OTLP request refused for its Host is counted too
-    app.add_middleware(metrics.RequestCounter, metrics=own_metrics)
-    return app
+
+    # The OTLP paths, outside FastAPI (no routing or dependency injection per request: ingest.OtlpEndpoint) behind
+    # the same guards; the request count outermost, so that a request refused for its Host is counted too.
+    def services() -> Services:
+        found: Services = app.state.services
+        return found
+
+    otlp = guard.HostCheck(
+        ingest.OtlpEndpoint(services), rule=host_rule, refuse=refuse, log_seconds=settings.rejection_log_seconds
+    )
+    return ingest.Dispatch(app, metrics.RequestCounter(guard.SecurityHeaders(otlp), metrics=own_metrics))
 
 
 async def _log_auth_mode(keys: KeyCache) -> None:

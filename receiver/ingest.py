@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import decode, flatten, flatten_logs, http_errors
 from .errors import BadRequest, InternalError, MethodNotAllowed, PayloadTooLarge, RequestError, Unavailable
-from .services import Services, check_key, services
+from .services import Services, check_key, require, services
 from .store import Chunks, Store, WriteResult
 
 log = logging.getLogger("glia.receiver")
@@ -116,20 +116,48 @@ LOGS = Signal(
 )
 
 
-def _success(signal: Signal, kind: str, report: decode.Report) -> Response:
+def _success(signal: Signal, kind: str, report: decode.Report) -> bytes:
     # OTLP lets partial_success carry a message with nothing rejected: a warning (here: values cut to a limit)
     rejected, message = report.rejected, report.message()
     if kind == decode.PROTOBUF:
-        return Response(signal.response(rejected, message), media_type=kind)
+        return signal.response(rejected, message)
     body: dict[str, Any] = {}
     if rejected or message:
         body["partialSuccess"] = {signal.rejected_field: str(rejected), "errorMessage": message}
-    return Response(orjson.dumps(body), media_type=kind)
+    return orjson.dumps(body)
 
 
-async def read_body(request: Request, limit: int) -> bytearray:
-    """The whole body; ClientDisconnect when the client goes away (or stops sending and is cut off) before its end."""
-    declared = request.headers.get("content-length")
+@dataclass
+class Head:
+    """The request headers the pipeline reads, from one pass over the ASGI scope's (the first of each)."""
+
+    content_type: str | None = None
+    content_length: str | None = None
+    content_encoding: str | None = None
+    authorization: str | None = None
+
+    @classmethod
+    def of(cls, scope: Scope) -> Head:
+        """The headers of `scope`."""
+        head = cls()
+        for name, value in scope["headers"]:
+            field_name = _HEADS.get(name)
+            if field_name is not None and getattr(head, field_name) is None:
+                setattr(head, field_name, value.decode("latin-1"))
+        return head
+
+
+_HEADS = {
+    b"content-type": "content_type",
+    b"content-length": "content_length",
+    b"content-encoding": "content_encoding",
+    b"authorization": "authorization",
+}
+
+
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytearray:
+    """The whole body (`declared`: its Content-Length); ClientDisconnect when the client goes away (or stops sending
+    and is cut off) before its end."""
     if declared is not None:
         try:
             size = int(declared)
@@ -138,11 +166,16 @@ async def read_body(request: Request, limit: int) -> bytearray:
         if size > limit:
             raise PayloadTooLarge(f"body of {size} bytes is over the limit of {limit} bytes")
     body = bytearray()  # grows in place: joining a list of chunks would hold the body twice
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         if len(body) + len(chunk) > limit:
             raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
         body += chunk
-    return body
+        if not message.get("more_body", False):
+            return body
 
 
 async def _maybe_thread(threaded: bool, func: Callable[..., T], *args: Any) -> T:
@@ -177,23 +210,23 @@ async def _write_small(
     return await signal.submit(store, chunks[0] if chunks else [], months)
 
 
-async def handle(request: Request, signal: Signal, svc: Services) -> Response:
-    """One export request through the pipeline; every failure answered in the request's content type."""
+async def handle(head: Head, receive: Receive, signal: Signal, svc: Services) -> Response | tuple[bytes, str]:
+    """One export request through the pipeline: the body and content type of its 200, or the Response of a failure,
+    in the request's content type."""
     settings = svc.settings
     kind = decode.JSON
     started = time.perf_counter()
     report = decode.Report()
     try:
-        kind = decode.media_type(request.headers.get("content-type"))
+        kind = decode.media_type(head.content_type)
         try:
-            body = await read_body(request, settings.max_body_bytes)
+            body = await read_body(receive, head.content_length, settings.max_body_bytes)
         except ClientDisconnect:
             # nobody is left to answer: not an error of ours, nor one worth a line at the default level
             log.debug("%s: the client went away before its whole body had arrived", signal.name)
             return Response(status_code=400)
-        encoding = request.headers.get("content-encoding")
         raw = await _maybe_thread(
-            len(body) > _THREAD_THRESHOLD, decode.decompress, body, encoding, settings.max_body_bytes
+            len(body) > _THREAD_THRESHOLD, decode.decompress, body, head.content_encoding, settings.max_body_bytes
         )
         del body
         async with svc.budget.hold(len(raw), settings.decode_wait_seconds):
@@ -227,7 +260,7 @@ async def handle(request: Request, signal: Signal, svc: Services) -> Response:
     if report.warnings:
         log.info("%s: values cut to the limits: %s", signal.name, report.warnings[0])
     log.debug("%s: %d new rows in %.1f ms", signal.name, result.inserted, (time.perf_counter() - started) * 1e3)
-    return _success(signal, kind, report)
+    return _success(signal, kind, report), kind
 
 
 # --- serving: a plain ASGI endpoint, not a FastAPI route ----------------------------------------------------------
@@ -235,33 +268,86 @@ async def handle(request: Request, signal: Signal, svc: Services) -> Response:
 SIGNALS = {"/v1/traces": TRACES, "/v1/metrics": METRICS, "/v1/logs": LOGS}
 
 
-class OtlpEndpoints:
-    """Serves the OTLP export paths (SIGNALS) itself and hands every other request to the application.
+class OtlpEndpoint:
+    """The ASGI app of the OTLP export paths (SIGNALS), handed the application's Services by `services`.
 
-    ASGI middleware, placed inside the Host check, the security headers and the request count (app.py), so those
-    apply as to every path; what it skips is FastAPI's routing, dependency injection (its sync dependencies run in a
-    thread pool) and exception middleware, which cost more than the whole pipeline of a one-span request. It does
-    what the route did: POST only (405 in the OTLP shape otherwise), the ingest key (services.check_key), then
-    `handle`; every error is answered in the OTLP shape (http_errors.py)."""
+    app.py puts it behind the same Host check, security headers and request count as the rest of the application,
+    but outside FastAPI: its routing, dependency injection (sync dependencies run in a thread pool) and middleware
+    stack cost more than the whole pipeline of a one-span request. It does what a route would: POST only (405 in the
+    OTLP shape otherwise), the ingest key (services.check_key), then `handle`; every error is answered in the OTLP
+    shape (http_errors.py)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, services: Callable[[], Services]) -> None:
+        self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        signal = SIGNALS.get(scope["path"]) if scope["type"] == "http" else None
-        if signal is None:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive)
-        svc = services(request)
+        signal = SIGNALS[scope["path"]]
+        svc = self.services()
+        head = Head.of(scope)
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(
                     f"{scope['method']} is not supported on {scope['path']}: OTLP/HTTP exports are POSTed"
                 )
-            await check_key(svc, request, "ingest")
+            await check_key(svc, Request(scope), "ingest", head.authorization)
         except RequestError as exc:
-            response = http_errors.render(request, exc, svc.settings.retry_after_seconds)
+            answer: Response | tuple[bytes, str] = http_errors.render(
+                Request(scope), exc, svc.settings.retry_after_seconds
+            )
         else:
-            response = await handle(request, signal, svc)
-        await response(scope, receive, send)
+            answer = await handle(head, receive, signal, svc)
+        if isinstance(answer, Response):
+            await answer(scope, receive, send)
+            return
+        body, kind = answer
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", kind.encode()), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _routed(request: Request, signal: Signal) -> Response:
+    answer = await handle(Head.of(request.scope), request.receive, signal, services(request))
+    return answer if isinstance(answer, Response) else Response(answer[0], media_type=answer[1])
+
+
+# What OpenAPI (and /docs) shows of the OTLP paths. Dispatch serves them before FastAPI sees a request; these routes
+# run the same pipeline should the FastAPI application be served alone.
+router = APIRouter()
+_ingest_key = [Depends(require("ingest"))]
+
+
+@router.post("/v1/traces", summary="OTLP/HTTP trace export", dependencies=_ingest_key)
+async def traces(request: Request) -> Response:
+    """An ExportTraceServiceRequest: one row per span in `spans`."""
+    return await _routed(request, TRACES)
+
+
+@router.post("/v1/metrics", summary="OTLP/HTTP metrics export", dependencies=_ingest_key)
+async def metrics(request: Request) -> Response:
+    """An ExportMetricsServiceRequest: one row per data point in `metric_points`."""
+    return await _routed(request, METRICS)
+
+
+@router.post("/v1/logs", summary="OTLP/HTTP logs export", dependencies=_ingest_key)
+async def logs(request: Request) -> Response:
+    """An ExportLogsServiceRequest: one row per log record in `log_records`."""
+    return await _routed(request, LOGS)
+
+
+class Dispatch:
+    """The receiver's ASGI app: the OTLP export paths to `otlp`, everything else (and the lifespan) to `app`."""
+
+    def __init__(self, app: ASGIApp, otlp: ASGIApp) -> None:
+        self.app = app
+        self.otlp = otlp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in SIGNALS:
+            await self.otlp(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

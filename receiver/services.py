@@ -74,16 +74,17 @@ def require(scope: str) -> Callable[[Request, Services], Awaitable[None]]:
         raise ValueError(f"unknown scope {scope!r}: expected one of {', '.join(auth.SCOPES)}")
 
     async def dependency(request: Request, svc: Wired) -> None:
-        await check_key(svc, request, scope)
+        await check_key(svc, request, scope, request.headers.get("authorization"))
 
     return dependency
 
 
-async def check_key(svc: Services, request: Request, scope: str) -> None:
-    """Check the request's key for `scope` (AuthError: 401 or 403), logging a refusal (rate limited, never with the
-    key or any part of it); what `require` does, for the OTLP paths, which are served without FastAPI's routing."""
+async def check_key(svc: Services, request: Request, scope: str, authorization: str | None) -> None:
+    """Check the request's key (its `authorization` header) for `scope` (AuthError: 401 or 403), logging a refusal
+    (rate limited, never with the key or any part of it); what `require` does, for the OTLP paths, which are served
+    without FastAPI's routing."""
     try:
-        await svc.keys.check(request.headers.get("authorization"), scope)
+        await svc.keys.check(authorization, scope)
     except AuthError as exc:
         client = request.client.host if request.client else "unknown"
         svc.auth_failures.warning(
