@@ -1,12 +1,14 @@
 """Query latency on a million runs: indexed schema vs. the same data without its secondary indexes.
 
-    uv run python bench/query.py [--runs 1000000] [--months 12] [--repeat 30]
+    uv run python bench/query.py [--runs 1000000] [--months 12] [--repeat 30] [--only-answers]
 
 Starts a private embedded PostgreSQL in a temporary directory (never the tests' or the user's), migrates it, seeds
 `--runs` synthetic runs over `--months` months (50 programs, 20 hosts, 7 users; bench/seed.sql, one INSERT ...
 SELECT FROM generate_series), then measures the median latency of each query on the indexed database and on a copy
 without the secondary indexes, and prints both side by side with the ratio. The API is measured through a real
-receiver (uvicorn) on each database.
+receiver (uvicorn) on each database. The answers (`glia suggest`, `glia compare`: receiver/answers.py) are measured
+as the commands run them (the named queries in a read transaction, then the recommendation or the rank tests in
+Python) and through /api/suggest and /api/compare.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from receiver import answers  # noqa: E402
+from receiver.query import ReadLimits, reading  # noqa: E402
 from receiver.sqlfiles import parse  # noqa: E402
 
 SEED = parse((REPO / "bench" / "seed.sql").read_text())
@@ -70,6 +75,39 @@ API_PAGES: dict[str, tuple[dict[str, Any], float]] = {
     "API: one page (custom value filter)": ({"attr": ["pipeline=qc", "sample=S7"], "limit": 50}, 50),
 }
 
+# name: (the answer for a database connection, target ms); one program of the seed: prog-07, 20,000 runs a year
+ANSWERS: dict[str, tuple[Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]], float]] = {
+    "suggest: one program, 30 days": (
+        lambda conn: answers.suggest(
+            conn, answers.SuggestFilter(since=datetime.now(UTC) - timedelta(days=30), program="prog-07")
+        ),
+        300,
+    ),
+    "compare: one program by version, all": (
+        lambda conn: answers.compare(conn, answers.CompareFilter(program="prog-07")),
+        300,
+    ),
+    "compare: one program by host, all": (
+        lambda conn: answers.compare(conn, answers.CompareFilter(program="prog-07", by=answers.CompareBy.HOST)),
+        300,
+    ),
+    "suggest: every program, 30 days": (
+        lambda conn: answers.suggest(conn, answers.SuggestFilter(since=datetime.now(UTC) - timedelta(days=30))),
+        1000,
+    ),
+}
+API_ANSWERS: dict[str, tuple[str, dict[str, Any], float]] = {
+    "API: /api/suggest, one program": ("/api/suggest", {"program": "prog-07"}, 300),
+    "API: /api/compare, one program": ("/api/compare", {"program": "prog-07"}, 300),
+}
+LIMITS = ReadLimits(
+    statement_timeout_ms=600_000,
+    response_bytes=4 * 1024 * 1024,
+    list_value_chars=4096,
+    list_row_bytes=65536,
+    detail_value_chars=65536,
+)
+
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
@@ -88,6 +126,43 @@ async def time_query(url: str, sql: str, args: tuple[Any, ...], repeat: int) -> 
         return median_ms(samples)
     finally:
         await conn.close()
+
+
+async def time_answer(
+    url: str, answer: Callable[[asyncpg.Connection], Awaitable[dict[str, Any]]], repeat: int
+) -> float:
+    """The median time of one answer as `glia suggest` / `glia compare` get it: a read transaction (the API's
+    settings: custom plans, a statement timeout), its query, the Python after it."""
+    conn = await asyncpg.connect(url)
+    try:
+
+        async def once() -> dict[str, Any]:
+            async with reading(conn, LIMITS) as runs:
+                return await answer(runs.conn)
+
+        first = await once()  # warm: plan and cache
+        assert first["groups"], "the answer has no groups: the seed is not what it should be"
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            await once()
+            samples.append(time.perf_counter() - started)
+        return median_ms(samples)
+    finally:
+        await conn.close()
+
+
+def time_api_answer(base: str, path: str, params: dict[str, Any], repeat: int) -> float:
+    with httpx.Client(base_url=base, timeout=120) as client:
+        first = client.get(path, params=params)
+        first.raise_for_status()
+        assert first.json()["groups"], path
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            client.get(path, params=params).raise_for_status()
+            samples.append(time.perf_counter() - started)
+        return median_ms(samples)
 
 
 def time_api(base: str, params: dict[str, Any], repeat: int) -> float:
@@ -174,7 +249,20 @@ async def make_unindexed_copy(admin_url: str, url: str) -> tuple[str, float]:
 async def explain(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        for name, (sql, qargs, _) in QUERIES.items():
+        await conn.execute("SET plan_cache_mode = force_custom_plan")
+        month = datetime.now(UTC) - timedelta(days=30)
+        plans = {
+            **{name: (sql, qargs) for name, (sql, qargs, _) in QUERIES.items()},
+            "suggest (one program)": (
+                answers._sql("suggest"),
+                ("prog-07", None, None, month, None, answers.MAX_SUGGEST_GROUPS + 1),
+            ),
+            "compare (one program by version)": (
+                answers._sql("compare"),
+                ("prog-07", "script_sha256", None, None, None, answers.MAX_COMPARE_RUNS, answers.MAX_COMPARE_GROUPS),
+            ),
+        }
+        for name, (sql, qargs) in plans.items():
             plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + sql, *qargs)
             print(f"--- {name}\n" + "\n".join(r[0] for r in plan) + "\n")
     finally:
@@ -188,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=30, help="timed repetitions per query on the indexed database")
     parser.add_argument("--repeat-unindexed", type=int, default=5)
     parser.add_argument("--explain", action="store_true", help="print each query's plan on the indexed database")
+    parser.add_argument("--only-answers", action="store_true", help="measure suggest and compare only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the receivers' start-up notices are not results
 
@@ -209,24 +298,34 @@ def main(argv: list[str] | None = None) -> int:
         if args.explain:
             asyncio.run(explain(url))
         rows: list[tuple[str, float, float, float]] = []
-        for name, (sql, qargs, target) in QUERIES.items():
+        for name, (sql, qargs, target) in {} if args.only_answers else QUERIES.items():
             indexed = asyncio.run(time_query(url, sql, qargs, args.repeat))
             plain = asyncio.run(time_query(copy_url, sql, qargs, args.repeat_unindexed))
             rows.append((name, indexed, plain, target))
-        for name, (params, target) in API_PAGES.items():
+        for name, (params, target) in {} if args.only_answers else API_PAGES.items():
             with Receiver(url) as base:
                 indexed = time_api(base, params, args.repeat)
             with Receiver(copy_url) as base:
                 plain = time_api(base, params, args.repeat_unindexed)
             rows.append((name, indexed, plain, target))
+        for name, (answer, target) in ANSWERS.items():
+            indexed = asyncio.run(time_answer(url, answer, args.repeat))
+            plain = asyncio.run(time_answer(copy_url, answer, args.repeat_unindexed))
+            rows.append((name, indexed, plain, target))
+        for name, (path, params, target) in API_ANSWERS.items():
+            with Receiver(url) as base:
+                indexed = time_api_answer(base, path, params, args.repeat)
+            with Receiver(copy_url) as base:
+                plain = time_api_answer(base, path, params, args.repeat_unindexed)
+            rows.append((name, indexed, plain, target))
 
-        print(f"{'query (median latency)':<36} {'indexed':>10} {'no index':>10} {'ratio':>8} {'target':>8}  ok")
+        print(f"{'query (median latency)':<40} {'indexed':>10} {'no index':>10} {'ratio':>8} {'target':>8}  ok")
         failed = 0
         for name, indexed, plain, target in rows:
             ok = indexed < target
             failed += not ok
             print(
-                f"{name:<36} {indexed:>8.2f}ms {plain:>8.1f}ms {plain / indexed:>7.0f}x {target:>6.0f}ms  "
+                f"{name:<40} {indexed:>8.2f}ms {plain:>8.1f}ms {plain / indexed:>7.1f}x {target:>6.0f}ms  "
                 f"{'yes' if ok else 'NO'}"
             )
         return 1 if failed else 0
