@@ -49,7 +49,7 @@ def add_compare_options(parser: argparse.ArgumentParser) -> None:
         "--by",
         nargs="+",
         default=["script_sha256"],
-        metavar="WHAT",
+        metavar=("WHAT", "KEY"),
         help="script_sha256 (the default: each script version against the one before), host, or attr KEY (a custom"
         " value); hosts and values against the largest group",
     )
