@@ -38,6 +38,7 @@ from .flatten import (
     _cut_message,
     _dumps,
     _time,
+    _Unfit,
     _window,
     months,
 )
@@ -62,10 +63,6 @@ LOG_COLUMNS: tuple[str, ...] = (
     "resource",
     "dropped_attributes_count",
 )
-
-
-class _Unfit(Exception):
-    """A record that cannot be stored; the message names the field and its value."""
 
 
 def log_months(batches: list[ResourceLogs], limits: Limits, now_ns: int) -> set[datetime]:
