@@ -528,3 +528,23 @@ def test_the_commands_import_no_web_framework_and_the_api_path_no_server_part(
         if path == "api":
             assert not modules & {"receiver", "asyncpg", "orjson"}, argv
         assert ("#SBATCH --mem=" in proc.stdout) or ("version bbbb uses 2.0x the memory of aaaa" in proc.stdout)
+
+
+@pytest.mark.parametrize("command", ["suggest", "compare"])
+def test_both_paths_take_the_same_options(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def options() -> set[str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        return set(re.findall(r"--[\w-]+(?: \{[^}]*\})?", capsys.readouterr().out.partition("options:")[2]))
+
+    monkeypatch.delenv("GLIA_API_URL", raising=False)
+    database = options()
+    monkeypatch.setenv("GLIA_API_URL", "http://127.0.0.1:9")
+    api = options()
+    assert database - api == {"--database-url", "--data-dir"} and api - database == set()
+    formats = "{table,json,slurm,nextflow,snakemake}" if command == "suggest" else "{table,json}"
+    assert f"--format {formats}" in api

@@ -205,7 +205,7 @@ def test_both_paths_take_the_same_options(
     api = options()
     assert database - api == {"--database-url", "--data-dir"}
     assert api - database == set()
-    assert "--format {table,json,csv}" in api if command == "runs" else "--format {text,json}" in api
+    assert "--format {table,json,csv,parquet}" in api if command == "runs" else "--format {text,json}" in api
 
 
 @pytest.mark.parametrize(("signum", "name"), [(signal.SIGINT, "SIGINT"), (signal.SIGTERM, "SIGTERM")])
