@@ -12,6 +12,7 @@ names try to break out of their place (a regex matching the real process, a quot
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -548,3 +549,77 @@ def test_both_paths_take_the_same_options(
     assert database - api == {"--database-url", "--data-dir"} and api - database == set()
     formats = "{table,json,slurm,nextflow,snakemake}" if command == "suggest" else "{table,json}"
     assert f"--format {formats}" in api
+
+
+def post_live(receiver: ReceiverServer, program: str, sha: str, hours_ago: float, **figures: int) -> str:
+    """A run that has not ended: its heartbeat record (docs/attributes.md, live runs), started and last heard of
+    `hours_ago` hours ago, with `figures` (glia.memory.*) so far; returns its span id."""
+    n = next(_ids)
+    start = time.time_ns() - int(hours_ago * 3600 * 10**9)
+    span = {
+        "traceId": f"{n:032x}",
+        "spanId": f"{n:016x}",
+        "name": program,
+        "kind": 1,
+        "startTimeUnixNano": str(start),
+        "endTimeUnixNano": "0",
+        "attributes": _attrs(
+            {
+                "glia.run.kind": "command",
+                "glia.run.state": "running",
+                "glia.run.heartbeat_unix_nano": start + 10**9,
+                "glia.cpu.user_seconds": 5000.0,
+                **{f"glia.memory.{k}": v for k, v in figures.items()},
+            }
+        ),
+    }
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _attrs({"service.name": program, "glia.script.sha256": sha})},
+                "scopeSpans": [{"scope": {"name": "glia"}, "spans": [span]}],
+            }
+        ]
+    }
+    response = httpx.post(f"{receiver.url}/v1/traces", content=orjson.dumps(body), headers=JS, timeout=60)
+    assert response.status_code == 200 and response.content == b"{}", response.text
+    return f"{n:016x}"
+
+
+def sweep_lost(url: str, lost_after: float) -> list[tuple[str, str]] | None:
+    """One sweep for lost runs, as a receiver's maintenance loop makes it."""
+    from receiver.database import Database, create_pool
+    from receiver.maintenance import sweep_lost as sweep
+
+    async def go() -> list[tuple[str, str]] | None:
+        pool = await create_pool(url, max_size=2, statement_timeout_ms=10_000)
+        try:
+            return await sweep(Database(pool, acquire_timeout=5), lost_after)
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def test_running_and_lost_runs_are_left_out(
+    receiver: ReceiverServer, capsys: pytest.CaptureFixture[str], sql: Any
+) -> None:
+    post_runs(receiver, versions_runs() + suggest_runs())
+    # still going, heard of a second after its start just now: running; the other, last heard of two hours ago
+    running = post_live(receiver, "align", SHA_A, 0.0, tree_peak_bytes=50 * GIB, rss_bytes=50 * GIB)
+    stale = post_live(receiver, "memhog", SHA_B, 2.0, tree_peak_bytes=10 * GIB, rss_bytes=10 * GIB)
+    # the receivers' sweep, now, for runs not heard of in ten minutes: the stale one
+    assert sweep_lost(receiver.database_url, 600) == [(f"{int(stale, 16):032x}", stale)]
+    assert sql("SELECT status FROM runs WHERE run_id = $1", stale)[0]["status"] == "lost"
+    assert sql("SELECT status FROM runs WHERE run_id = $1", running)[0]["status"] == "running"
+
+    code, out, err = glia(capsys, "suggest", "--program", "align", "--format", "json", "--database-url",
+                          receiver.database_url)  # fmt: skip
+    assert code == 0, err
+    (align,) = json.loads(out)["groups"]
+    assert align["runs"] == 20 and align["memory"]["p95_bytes"] == pytest.approx(190.5 * MIB)
+    code, out, err = glia(capsys, "compare", "memhog", "--format", "json", "--database-url", receiver.database_url)
+    assert code == 0, err
+    answer = json.loads(out)
+    assert [g["runs"] for g in answer["groups"]] == [30, 30]
+    assert answer["findings"] == ["version bbbb uses 2.0x the memory of aaaa (p < 0.001, 30 vs 30 runs)"]
