@@ -44,14 +44,9 @@ const tickSeconds = (v) => (v < 60 ? `${+v.toFixed(2)}s` : seconds(v).replace(/m
 const when = (iso) => iso.replace("T", " ").slice(0, 19);
 const shortSha = (sha) => (sha ? sha.slice(0, 8) : "no script hash");
 
-// --- statuses: running, lost, error, ok (docs/querying.md) --------------------------------------------------------
-// A run is an error when its span status is ERROR or its exit code is not zero, else ok (a span whose status was
-// never set, as a successful `glia run` leaves it, is ok).
-function statusOf(run) {
-  if (run.status === "running" || run.status === "lost") return run.status;
-  if (run.status === "error" || (run.exit_code !== null && run.exit_code !== undefined && run.exit_code !== 0)) return "error";
-  return "ok";
-}
+// --- statuses: the runs view's one list (docs/querying.md) -------------------------------------------------------
+// running (started, not ended), lost (not ended, its heartbeats stopped), error (span status ERROR or a non-zero
+// exit code), else ok: the page shows the view's status as it is.
 
 // --- memory: two figures, two names (docs/attributes.md) ----------------------------------------------------------
 // What each method means, shown as the figure's tooltip; an unknown method is shown as it is.
@@ -98,7 +93,7 @@ function showError(err) {
 }
 
 // --- filters, kept in the query string ----------------------------------------------------------------------------
-const FILTERS = ["program", "user", "host", "status", "since", "attr", "sort"];
+const FILTERS = ["name", "program", "user", "host", "status", "since", "attr", "sort"];
 
 function filtersFromForm() {
   const params = new URLSearchParams();
@@ -121,6 +116,7 @@ function applyFilters() {
   if (search !== location.search.slice(1)) history.pushState(null, "", `${location.pathname}${search ? `?${search}` : ""}${location.hash}`);
   state.search = location.search;
   loadRuns(false);
+  loadRunning();
 }
 
 // --- runs table ---------------------------------------------------------------------------------------------------
@@ -147,7 +143,7 @@ async function loadRuns(append) {
 }
 
 function runRow(run) {
-  const status = statusOf(run);
+  const status = run.status;
   const name = run.task_name ?? run.run_name;
   return el("tr", { "data-run-id": run.run_id, "data-status": status, tabindex: "0",
     onclick: (e) => { if (!e.target.closest("a")) location.hash = `run=${run.run_id}`; },
@@ -161,11 +157,82 @@ function runRow(run) {
   el("td", {}, run.host_name ?? "-"),
   el("td", { class: `status status-${status}`, title: run.status_message ?? "" }, status),
   el("td", { class: "num" }, run.exit_code ?? "-"),
-  el("td", { class: "num" }, seconds(run.wall_seconds)),
+  wallCell(run),
   el("td", { class: "num" }, run.cpu_percent === null ? "-" : run.cpu_percent.toFixed(0)),
   el("td", { class: "num peak-rss", title: run.peak_rss_method ?? "" }, bytes(run.peak_rss_bytes)),
   el("td", { class: "num tree-peak", title: run.tree_peak_method ?? "" }, bytes(run.tree_peak_bytes),
     oomKilled(run) ? el("span", { class: "oom", title: `oom_kills: ${run.oom_kills}` }, " OOM") : ""));
+}
+
+// A run's wall time; for a run not ended, how long it has gone (counted on while it runs; to its last heartbeat
+// once lost).
+function wallCell(run) {
+  if (run.ended_at !== null && run.ended_at !== undefined) return el("td", { class: "num" }, seconds(run.wall_seconds));
+  return el("td", { class: "num", title: run.status === "lost" ? "until its last heartbeat" : "so far" },
+    run.status === "running" ? ticking(run.elapsed_seconds) : seconds(run.elapsed_seconds), "…");
+}
+
+// --- running now (refreshing itself) ------------------------------------------------------------------------------
+// The runs that match the filters and are still going, above the table, fetched again every LIVE_SECONDS: how long
+// each has run (the receiver's figure, counted on here each second, so this browser's clock does not matter) and
+// its memory at its last heartbeat. When a run leaves the list (it ended, or was found lost), the table's first
+// page is read again so that it shows the run's final figures.
+const LIVE_SECONDS = 5;
+const live = { ids: null };
+
+// A span that counts on from `base` seconds, once a second, until it leaves the page.
+function ticking(base) {
+  const span = el("span", { class: "elapsed" }, seconds(base));
+  span.dataset.base = String(base ?? 0);
+  span.dataset.at = String(performance.now());
+  return span;
+}
+function tick() {
+  for (const span of document.querySelectorAll("span.elapsed")) {
+    span.textContent = seconds(+span.dataset.base + (performance.now() - +span.dataset.at) / 1000);
+  }
+}
+
+async function loadRunning() {
+  const box = $("#running");
+  const params = new URLSearchParams(location.search);
+  if (params.get("status") && params.get("status") !== "running") { box.hidden = true; live.ids = null; return; }
+  params.set("status", "running");
+  params.set("sort", "-started_at");
+  params.set("limit", "100");
+  let page;
+  try { page = await api(`/api/runs?${params}`); } catch { return; }  // the table says what is wrong
+  const ids = new Set(page.runs.map((r) => r.run_id));
+  if (live.ids && [...live.ids].some((id) => !ids.has(id)) && state.shown <= 50) loadRuns(false);
+  live.ids = ids;
+  box.hidden = !page.runs.length;
+  if (!page.runs.length) { box.replaceChildren(); return; }
+  const open = (r) => () => { location.hash = `run=${r.run_id}`; };
+  box.replaceChildren(
+    el("h2", {}, `Running now: ${page.runs.length}${page.next_cursor ? "+" : ""} `,
+      el("span", { class: "muted" }, `refreshed every ${LIVE_SECONDS}s`)),
+    el("table", { id: "running-runs" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Started (UTC)"), el("th", {}, "Name"), el("th", {}, "Program"),
+        el("th", {}, "User"), el("th", {}, "Host"), el("th", { class: "num" }, "Running for"),
+        el("th", { class: "num", title: "RSS at its last heartbeat (a command's whole tree)" }, "Memory now"),
+        el("th", { class: "num", title: "user + system, at its last heartbeat" }, "CPU so far"),
+        el("th", { class: "num" }, "Last heartbeat"))),
+      el("tbody", {}, ...page.runs.map((r) => el("tr", { "data-run-id": r.run_id, onclick: open(r) },
+        el("td", {}, when(r.started_at)),
+        el("td", { class: "name" }, el("a", { href: `#run=${r.run_id}` }, r.task_name ?? r.run_name)),
+        el("td", {}, r.program_name ?? "-"), el("td", {}, r.user_name ?? "-"), el("td", {}, r.host_name ?? "-"),
+        el("td", { class: "num running-for" }, ticking(r.elapsed_seconds)),
+        el("td", { class: "num memory-now" }, bytes(r.last_rss_bytes)),
+        el("td", { class: "num" }, seconds(r.cpu_seconds)),
+        el("td", { class: "num" }, heartbeatAge(r)))))));
+}
+
+// How long ago the run's client last said it was alive, on the receiver's clock (its start + its elapsed time is
+// the receiver's now).
+function heartbeatAge(run) {
+  if (!run.last_heartbeat_at) return "-";
+  const now = Date.parse(run.started_at) + (run.elapsed_seconds ?? 0) * 1000;
+  return `${seconds(Math.max(0, (now - Date.parse(run.last_heartbeat_at)) / 1000))} ago`;
 }
 
 // --- charts (uPlot) -----------------------------------------------------------------------------------------------
@@ -212,8 +279,10 @@ function axes(wrap, x, y) {
   const ticks = {};
   const record = (key, fmt) => (u, splits) => (ticks[key] = splits.map((v) => (v === null ? "" : fmt(v, u))));
   const axis = (key, spec, extra) => ({
-    label: spec.label, values: record(key, spec.tick), incrs: spec.incrs, stroke: INK, font: FONT, labelFont: LABEL_FONT,
+    label: spec.label, values: record(key, spec.tick), stroke: INK, font: FONT, labelFont: LABEL_FONT,
     grid: { stroke: GRID, width: 1 }, ticks: { stroke: GRID, width: 1 }, ...extra,
+    // only what is set: an option given as undefined would replace uPlot's default
+    ...(spec.incrs && { incrs: spec.incrs }), ...(spec.space && { space: spec.space }),
   });
   const draw = () => { wrap.dataset.xTicks = JSON.stringify(ticks.x ?? []); wrap.dataset.yTicks = JSON.stringify(ticks.y ?? []); };
   return { axes: [axis("x", x, {}), axis("y", y, { size: 70 })], draw };
@@ -272,10 +341,10 @@ function runsChart(id, title, runs, value, ys, versions) {
   const shown = runs.filter((r) => value(r) !== null && value(r) !== undefined);
   if (!shown.length) return noData(id, title, "no runs with this figure");
   const wrap = chartFrame(id, title);
-  const { axes: ax, draw } = axes(wrap, { label: "started (UTC)", tick: tickTime }, ys);
+  const { axes: ax, draw } = axes(wrap, { label: "started (UTC)", tick: tickTime, space: 90 }, ys);
   const x = shown.map((r) => Date.parse(r.started_at) / 1000);
   const data = [x, ...versions.map((v) => shown.map((r) => (r.script_sha256 ?? null) === v.sha ? value(r) : null)),
-    shown.map((r) => (statusOf(r) === "error" ? value(r) : null))];
+    shown.map((r) => (r.status === "error" ? value(r) : null))];
   const near = (u) => {
     let best = null, bestD = 24 * 24;
     shown.forEach((r, i) => {
@@ -289,7 +358,7 @@ function runsChart(id, title, runs, value, ys, versions) {
     if (i === null) return null;
     const r = shown[i];
     return { id: r.run_id, x: u.valToPos(x[i], "x"), y: u.valToPos(value(r), "y"),
-      lines: [ys.format(value(r)), `${when(r.started_at)} · ${statusOf(r)}`, `version ${shortSha(r.script_sha256)}`, r.task_name ?? r.run_name] };
+      lines: [ys.format(value(r)), `${when(r.started_at)} · ${r.status}`, `version ${shortSha(r.script_sha256)}`, r.task_name ?? r.run_name] };
   });
   const dot = (colour) => ({ stroke: colour, paths: () => null, points: { show: true, size: 8, width: 1, stroke: colour, fill: colour } });
   wrap.dataset.points = String(shown.length);
@@ -336,29 +405,35 @@ function timelines(series, startMs) {
 // --- views --------------------------------------------------------------------------------------------------------
 const VIEWS = ["#run-detail", "#program-detail", "#workflow-detail"];
 
-function show(id, ...content) {
+// Shows one view in place of the others; `again` (a view refreshing itself) leaves the scroll and focus alone.
+function show(id, again, ...content) {
   for (const other of VIEWS) if (other !== id) $(other).hidden = true;
   const box = $(id);
   const close = el("a", { href: "#", class: "close", title: "back to the runs (Esc)" }, "× close");
   box.replaceChildren(close, ...content);
   box.hidden = false;
-  box.scrollIntoView();
-  box.querySelector("h2")?.focus({ preventScroll: true });
+  if (!again) {
+    box.scrollIntoView();
+    box.querySelector("h2")?.focus({ preventScroll: true });
+  }
   return box;
 }
 
 // --- one run ------------------------------------------------------------------------------------------------------
-async function showRun(id) {
+// A run still going is read again every LIVE_SECONDS while its view is open.
+async function showRun(id, again = false) {
   try {
     const [run, metrics] = await Promise.all([api(`/api/runs/${id}`), api(`/api/runs/${id}/metrics`)]);
     const { memory, cpu } = timelines(metrics.series, Date.parse(run.started_at));
-    const status = statusOf(run);
+    const status = run.status;
     const attrs = el("dl", { class: "attrs" });
+    const ended = run.ended_at !== null && run.ended_at !== undefined;
     const facts = {
       run_id: run.run_id, name: run.run_name, program: run.program_name,
       status: `${status}${run.status_message ? ` (${run.status_message})` : ""}`,
       exit_code: run.exit_code, user: run.user_name, host: run.host_name, started_at: when(run.started_at),
-      wall: seconds(run.wall_seconds), cpu: `${seconds(run.cpu_seconds)} (${run.cpu_percent?.toFixed(0) ?? "-"} %)`,
+      wall: ended ? seconds(run.wall_seconds) : null,
+      cpu: ended ? `${seconds(run.cpu_seconds)} (${run.cpu_percent?.toFixed(0) ?? "-"} %)` : `${seconds(run.cpu_seconds)} so far`,
     };
     const more = {
       script: run.script_path, script_sha256: run.script_sha256, command: (run.command_args || []).join(" "),
@@ -368,16 +443,17 @@ async function showRun(id) {
       for (const [k, v] of Object.entries(o)) if (v !== null && v !== undefined && v !== "") attrs.append(el("dt", {}, k), el("dd", { id: `fact-${k}` }, String(v)));
     };
     addFacts(facts);
+    if (!ended) attrs.append(...liveFacts(run));
     attrs.append(...memoryFacts(run));
     addFacts(more);
     for (const [k, v] of Object.entries(run.attributes)) attrs.append(el("dt", {}, k), el("dd", { class: "custom" }, JSON.stringify(v)));
     const since = { label: "seconds since the run started", tick: tickSeconds, format: (v) => `at ${seconds(v)}`, incrs: SECOND_INCRS };
     const plots = el("div", { class: "plots" },
-      lineChart("memory-plot", "memory over time (RSS)", memory.map((p) => p.x), memory.map((p) => p.y), since, { ...UNITS.bytes, label: "RSS" }, run.wall_seconds),
-      lineChart("cpu-plot", "CPU over time (% of one core)", cpu.map((p) => p.x), cpu.map((p) => p.y), since, { ...UNITS.percent, label: "CPU (% of one core)" }, run.wall_seconds));
+      lineChart("memory-plot", "memory over time (RSS)", memory.map((p) => p.x), memory.map((p) => p.y), since, { ...UNITS.bytes, label: "RSS" }, run.wall_seconds ?? run.elapsed_seconds),
+      lineChart("cpu-plot", "CPU over time (% of one core)", cpu.map((p) => p.x), cpu.map((p) => p.y), since, { ...UNITS.percent, label: "CPU (% of one core)" }, run.wall_seconds ?? run.elapsed_seconds));
     const children = run.children.length
       ? el("ul", {}, ...run.children.map((c) => el("li", { style: `margin-left:${(c.depth - 1) * 1.2}em` },
-        `${c.name}  ${seconds(c.wall_seconds)}  ${statusOf(c)}`)))
+        `${c.name}  ${seconds(c.wall_seconds)}  ${c.status}`)))
       : el("p", {}, "no child spans");
     const programLink = run.program_name
       ? el("a", { href: `#program=${encodeURIComponent(run.program_name)}`, id: "program-link" }, `all runs of ${run.program_name}`)
@@ -387,12 +463,70 @@ async function showRun(id) {
       ? el("a", { href: `#workflow=${encodeURIComponent(workflowId)}`, id: "workflow-link" },
         run.run_kind === "workflow" ? "its tasks as a timeline" : `its workflow${run.workflow_name ? ` ${run.workflow_name}` : ""}`)
       : "";
-    show("#run-detail",
+    if (again && location.hash !== `#run=${id}`) return;  // the view was left meanwhile
+    const output = outputOf(run);
+    const samples = memory.length || cpu.length ? plots
+      : el("p", { class: "muted" }, ended ? "no samples: the run ended before its first sample (one second in)" : "no samples yet");
+    show("#run-detail", again,
       el("h2", { tabindex: "-1" }, `Run ${run.run_name} `, el("span", { class: `status-${status}` }, status), el("span", { class: "muted" }, ` ${run.run_id}`)),
       programLink, workflowId && programLink ? " · " : "", workflowLink, attrs,
-      memory.length || cpu.length ? plots : el("p", { class: "muted" }, "no samples: the run ended before its first sample (one second in)"),
+      // what a failed run said comes first: it is why the run is being looked at
+      ...(status === "error" ? [...output, samples] : [samples, ...output]),
       el("h3", {}, "Child spans"), children);
+    if (status === "running") setTimeout(() => { if (location.hash === `#run=${id}`) showRun(id, true); }, LIVE_SECONDS * 1000);
   } catch (err) { showError(err); }
+}
+
+// What the run said (docs/querying.md): the exceptions it recorded (type, message, stack trace), the stderr tail
+// `glia run --keep-stderr` kept (a log record of event glia.run.stderr), and its other log records, newest last.
+const STDERR_EVENT = "glia.run.stderr";
+
+function outputOf(run) {
+  const out = [];
+  for (const [i, e] of (run.exceptions ?? []).entries()) {
+    out.push(el("div", { class: "exception", id: i ? `exception-${i}` : "exception" },
+      el("h3", {}, "Exception ", el("span", { class: "bad" }, `${e.type ?? "?"}: `), e.message ?? ""),
+      e.stacktrace ? el("pre", { class: "output" }, e.stacktrace) : ""));
+  }
+  const logs = run.logs ?? [];
+  for (const r of logs.filter((r) => r.event_name === STDERR_EVENT)) {
+    const a = r.attributes ?? {};
+    const what = [a["glia.stderr.lines"] !== undefined && `${a["glia.stderr.lines"]} lines`,
+      a["glia.stderr.bytes"] !== undefined && `${bytes(a["glia.stderr.bytes"])} written`,
+      a["glia.stderr.truncated"] && "earlier lines not kept"].filter(Boolean).join(", ");
+    out.push(el("div", { class: "stderr" }, el("h3", {}, "stderr, its last lines ", el("span", { class: "muted" }, what ? `(${what})` : "")),
+      el("pre", { class: "output", id: "run-stderr" }, r.body ?? "")));
+  }
+  const others = logs.filter((r) => r.event_name !== STDERR_EVENT);
+  if (others.length) {
+    const child = new Map((run.children ?? []).map((c) => [c.span_id, c.name]));
+    out.push(el("div", { class: "logs" },
+      el("h3", {}, `Logs `, el("span", { class: "muted" }, `(${others.length}${run.logs_truncated ? ", the newest only" : ""}, newest last)`)),
+      el("table", { id: "run-logs", class: "compact" },
+        el("thead", {}, el("tr", {}, el("th", {}, "Time (UTC)"), el("th", {}, "Severity"), el("th", {}, "Message"), el("th", {}, "Span"))),
+        el("tbody", {}, ...others.map((r) => el("tr", { class: r.severity_number >= 17 ? "severe" : "" },
+          el("td", {}, when(r.time)), el("td", { class: "severity" }, r.severity_text || severityName(r.severity_number)),
+          el("td", { class: "body" }, r.body ?? (r.event_name || "")),
+          el("td", { class: "muted" }, child.get(r.span_id) ?? (r.span_id === run.run_id ? "" : r.span_id))))))));
+  }
+  return out;
+}
+// OTLP's SeverityNumber ranges: 1-4 TRACE, 5-8 DEBUG, 9-12 INFO, 13-16 WARN, 17-20 ERROR, 21-24 FATAL
+const severityName = (n) => (n ? ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"][Math.min(5, Math.floor((n - 1) / 4))] : "-");
+
+// A run not ended: how long it has gone, its memory at its last heartbeat, and when that was.
+function liveFacts(run) {
+  const out = [
+    el("dt", {}, run.status === "lost" ? "ran for" : "running for"),
+    el("dd", { id: "fact-elapsed" }, run.status === "running" ? ticking(run.elapsed_seconds) : seconds(run.elapsed_seconds),
+      run.status === "lost" ? " (until its last heartbeat)" : ""),
+    el("dt", {}, "memory now"),
+    el("dd", { id: "fact-memory-now", title: "RSS at its last heartbeat (a command's whole tree)" }, bytes(run.last_rss_bytes)),
+    el("dt", {}, "last heartbeat"),
+    el("dd", { id: "fact-heartbeat" }, run.last_heartbeat_at ? `${when(run.last_heartbeat_at)} (${heartbeatAge(run)})` : "-"),
+  ];
+  if (run.lost_at) out.push(el("dt", {}, "lost at"), el("dd", {}, `${when(run.lost_at)} (its heartbeats stopped)`));
+  return out;
 }
 
 // The run's memory figures by name, each with its method; the OOM-kill count when the kernel's OOM killer ended some.
@@ -412,12 +546,8 @@ function memoryFacts(run) {
 }
 
 // --- one program --------------------------------------------------------------------------------------------------
-const median = (xs) => {
-  const s = xs.filter((v) => v !== null && v !== undefined).sort((a, b) => a - b);
-  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : null;
-};
 
-// The program's script versions in first-seen order, each with its colour and the figures of its runs here.
+// The program's script versions in first-seen order, each with its colour, its runs here and how many failed.
 function versionsOf(runs) {
   const groups = new Map();
   for (const r of runs) {
@@ -428,31 +558,112 @@ function versionsOf(runs) {
   let next = 0;
   return [...groups.entries()].map(([sha, rs]) => ({
     sha, runs: rs, colour: sha === null ? NO_VERSION : PALETTE[next++ % PALETTE.length],
-    first: rs[0].started_at, failed: rs.filter((r) => statusOf(r) === "error").length,
-    wall: median(rs.map((r) => r.wall_seconds)), peak: median(rs.map((r) => r.peak_rss_bytes)),
+    first: rs[0].started_at, failed: rs.filter((r) => r.status === "error").length,
   }));
 }
 
+// The colour key of the charts: each version, when it was first seen, its runs here and how many failed.
 function versionTable(versions) {
   return el("table", { id: "program-versions", class: "compact" },
-    el("thead", {}, el("tr", {}, el("th", {}, "Script version"), el("th", {}, "First seen (UTC)"), el("th", { class: "num" }, "Runs"),
-      el("th", { class: "num" }, "Failed"), el("th", { class: "num" }, "Median wall"),
-      el("th", { class: "num", title: "peak_rss_bytes: the largest process's peak RSS" }, "Median peak RSS"))),
+    el("thead", {}, el("tr", {}, el("th", {}, "Script version"), el("th", {}, "First seen (UTC)"), el("th", { class: "num" }, "Runs shown"),
+      el("th", { class: "num" }, "Failed"))),
     el("tbody", {}, ...versions.map((v) => el("tr", { "data-version": v.sha ?? "", "data-colour": v.colour },
-      el("td", { title: v.sha ?? "" }, el("span", { class: "swatch", style: `background:${v.colour}` }), ` ${shortSha(v.sha)}`),
+      el("td", { title: v.sha ?? "" }, swatch(v.colour), ` ${shortSha(v.sha)}`),
       el("td", {}, when(v.first)), el("td", { class: "num" }, v.runs.length),
-      el("td", { class: v.failed ? "num bad" : "num" }, v.failed),
-      el("td", { class: "num" }, seconds(v.wall)), el("td", { class: "num" }, bytes(v.peak))))));
+      el("td", { class: v.failed ? "num bad" : "num" }, v.failed)))));
+}
+const swatch = (colour) => el("span", { class: "swatch", style: `background:${colour}` });
+
+// /api/compare: the program's script versions, each against the one before it (median and p95 of wall time, CPU
+// time and memory; a figure flagged by the receiver's stated rule), and its findings in words.
+const COMPARED = [["wall_seconds", "wall", seconds], ["cpu_seconds", "CPU time", seconds], ["memory_bytes", "memory", bytes]];
+
+function compareView(answer, versions) {
+  const colour = new Map(versions.map((v) => [v.sha, v.colour]));
+  const out = [el("h3", {}, "Script versions compared")];
+  if (answer instanceof Error) return el("div", { id: "program-compare" }, ...out, el("p", { class: "error" }, `compare: ${answer.message}`));
+  out.push(answer.findings.length
+    ? el("ul", { id: "compare-findings" }, ...answer.findings.map((f) => el("li", { class: "finding" }, f)))
+    : el("p", { id: "compare-findings", class: "muted" }, answer.groups.length > 1
+      ? "no version differs from the one before it by the rule below" : "one script version: nothing to compare"));
+  if (answer.groups.length) {
+    const figure = (f, fmt) => (f.median === null ? el("td", { class: "num muted" }, "-")
+      : el("td", { class: "num" }, fmt(f.median), el("span", { class: "muted" }, ` · p95 ${fmt(f.p95)}`)));
+    const versus = (vs) => {
+      if (!vs || vs.ratio === null) return el("td", { class: "num muted" }, "-");
+      const p = vs.p === null ? "" : vs.p < 0.001 ? " p < 0.001" : ` p = ${vs.p.toFixed(3)}`;
+      return el("td", { class: vs.flagged ? "num flagged" : "num", title: `${vs.runs} vs ${vs.reference_runs} runs` },
+        `${vs.ratio.toFixed(vs.ratio >= 0.995 ? 1 : 2)}x`, el("span", { class: "muted" }, p));
+    };
+    out.push(el("table", { id: "compare-table", class: "compact" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Version"), el("th", { class: "num" }, "Runs"),
+        ...COMPARED.map(([, label]) => el("th", { class: "num" }, `Median ${label}`)),
+        ...COMPARED.map(([, label]) => el("th", { class: "num", title: "median / the previous version's median" }, `${label} vs previous`)))),
+      el("tbody", {}, ...answer.groups.map((g) => el("tr", { "data-version": g.group },
+        el("td", { title: g.group }, swatch(colour.get(g.group) ?? NO_VERSION), ` ${g.label}`),
+        el("td", { class: "num" }, g.runs),
+        ...COMPARED.map(([key, , fmt]) => figure(g[key], fmt)),
+        ...COMPARED.map(([key]) => versus(g.versus?.[key])))))));
+  }
+  const rule = answer.rule;
+  out.push(el("details", { class: "rule" }, el("summary", {}, "the rule"),
+    el("p", {}, `Runs: ${rule.runs}. Memory: ${rule.memory}. Reference: ${rule.reference}. Flagged: ${rule.flag}. Test: ${rule.test}.`),
+    el("p", {}, "In the terminal: ", el("code", {}, `glia compare ${answer.program}`))));
+  return el("div", { id: "program-compare" }, ...out);
+}
+
+// /api/suggest: what to request for the program's next runs, from its successful runs of the last 30 days.
+function suggestView(answer, name) {
+  const out = [el("h3", {}, "What to request")];
+  if (answer instanceof Error) return el("div", { id: "program-suggest" }, ...out, el("p", { class: "error" }, `suggest: ${answer.message}`));
+  const groups = answer.groups;
+  if (!groups.length) return el("div", { id: "program-suggest" }, ...out, el("p", { class: "muted" }, "no successful runs in the last 30 days"));
+  const slurmTime = (s) => {
+    const m = Math.round(s / 60), d = Math.floor(m / 1440), h = Math.floor((m % 1440) / 60), r = m % 60;
+    return `${d ? `${d}-` : ""}${String(h).padStart(2, "0")}:${String(r).padStart(2, "0")}:00`;
+  };
+  const used = (x) => (x ? ` (median request ${x.fmt}, ${(100 * x.median_used).toFixed(0)}% used)` : "");
+  out.push(el("table", { id: "suggest-table", class: "compact" },
+    el("thead", {}, el("tr", {}, el("th", {}, "Program"), el("th", { class: "num" }, "Runs"), el("th", { class: "num" }, "Memory"),
+      el("th", { class: "num" }, "Time"), el("th", { class: "num" }, "CPUs"), el("th", {}, "Notes"))),
+    el("tbody", {}, ...groups.map((g) => {
+      const rec = g.recommended, req = g.requested ?? {};
+      const memReq = req.memory && { ...req.memory, fmt: bytes(req.memory.median_bytes) };
+      const timeReq = req.time && { ...req.time, fmt: seconds(req.time.median_seconds) };
+      const cpuReq = req.cpus && { ...req.cpus, fmt: String(req.cpus.median_cpus) };
+      return el("tr", { "data-program": g.program_name },
+        el("td", {}, g.program_name), el("td", { class: "num" }, g.runs),
+        el("td", { class: rec.memory_raised_by_oom ? "num flagged" : "num", title: `${g.memory.measure}: p95 ${bytes(g.memory.p95_bytes)}` },
+          rec.memory_bytes === null ? "-" : bytes(rec.memory_bytes), used(memReq)),
+        el("td", { class: "num", title: `wall time p95 ${seconds(g.wall_seconds.p95)}` }, rec.seconds === null ? "-" : seconds(rec.seconds), used(timeReq)),
+        el("td", { class: "num", title: `cpu_percent p95 ${g.cpu_percent.p95?.toFixed(0) ?? "-"}%` }, rec.cpus ?? "-", used(cpuReq)),
+        el("td", { class: "muted" }, g.notes.join("; ")));
+    }))));
+  const g = groups[0], rec = g.recommended;
+  const lines = [rec.memory_bytes !== null && `#SBATCH --mem=${Math.floor(rec.memory_bytes / MiB)}M`,
+    rec.seconds !== null && `#SBATCH --time=${slurmTime(rec.seconds)}`, rec.cpus !== null && `#SBATCH --cpus-per-task=${rec.cpus}`].filter(Boolean);
+  if (groups.length === 1 && lines.length) out.push(el("pre", { id: "suggest-slurm" }, lines.join("\n")));
+  const rule = answer.rule;
+  out.push(el("details", { class: "rule" }, el("summary", {}, "the rule"),
+    el("p", {}, `Runs: ${rule.runs}. Memory: ${rule.memory}; ${rule.oom}. Time: ${rule.time}. CPUs: ${rule.cpus}. ${rule.efficiency}.`),
+    el("p", {}, "In the terminal, also as a Nextflow or Snakemake block: ",
+      el("code", {}, `glia suggest --program ${name} --format slurm|nextflow|snakemake`))));
+  return el("div", { id: "program-suggest" }, ...out);
 }
 
 async function showProgram(name) {
   try {
-    const page = await api(`/api/runs?${new URLSearchParams({ program: name, limit: "500", sort: "-started_at" })}`);
+    const settle = (p) => p.catch((err) => (err instanceof Error ? err : new Error(String(err))));
+    const [page, compared, suggested] = await Promise.all([
+      api(`/api/runs?${new URLSearchParams({ program: name, limit: "500", sort: "-started_at" })}`),
+      settle(api(`/api/compare?${new URLSearchParams({ program: name })}`)),
+      settle(api(`/api/suggest?${new URLSearchParams({ program: name })}`)),
+    ]);
     const runs = page.runs.slice().reverse();
     const versions = versionsOf(runs);
-    const failed = runs.filter((r) => statusOf(r) === "error").length;
+    const failed = runs.filter((r) => r.status === "error").length;
     const filterLink = el("a", { href: `?${new URLSearchParams({ program: name })}`, id: "program-filter-link" }, "list them in the table");
-    show("#program-detail",
+    show("#program-detail", false,
       el("h2", { tabindex: "-1" }, `Program ${name}`),
       el("p", {}, `${runs.length} most recent runs${page.next_cursor ? " (older ones not shown)" : ""}, `
         + `${versions.length} script version${versions.length === 1 ? "" : "s"}, ${failed} failed (ringed in red) · `, filterLink),
@@ -460,7 +671,8 @@ async function showProgram(name) {
       el("div", { class: "plots" },
         runsChart("program-wall-plot", "wall time per run, by script version", runs, (r) => r.wall_seconds, { ...UNITS.seconds, label: "wall time" }, versions),
         runsChart("program-memory-plot", "peak memory per run (largest process), by script version", runs, (r) => r.peak_rss_bytes,
-          { ...UNITS.bytes, label: "peak RSS" }, versions)));
+          { ...UNITS.bytes, label: "peak RSS" }, versions)),
+      el("div", { class: "answers" }, compareView(compared, versions), suggestView(suggested, name)));
   } catch (err) { showError(err); }
 }
 
@@ -484,21 +696,21 @@ async function showWorkflow(id) {
     const workflow = runs.find((r) => r.run_kind === "workflow");
     const tasks = runs.filter((r) => r !== workflow);
     const name = workflow?.workflow_name ?? tasks.find((t) => t.workflow_name)?.workflow_name ?? id;
-    const failed = tasks.filter((t) => statusOf(t) === "error").length;
+    const failed = tasks.filter((t) => t.status === "error").length;
     const head = [el("h2", { tabindex: "-1" }, `Workflow ${name}`)];
     const facts = el("dl", { class: "attrs" });
     const add = (k, v) => { if (v !== null && v !== undefined && v !== "") facts.append(el("dt", {}, k), el("dd", {}, String(v))); };
     add("workflow_run_id", workflow?.workflow_run_id ?? tasks[0]?.workflow_run_id ?? id);
     add("engine", workflow?.workflow_engine ?? tasks[0]?.workflow_engine);
     if (workflow) {
-      add("status", statusOf(workflow));
-      add("wall", seconds(workflow.wall_seconds));
+      add("status", workflow.status);
+      add("wall", workflow.ended_at ? seconds(workflow.wall_seconds) : `${seconds(workflow.elapsed_seconds)} so far`);
       head.push(el("a", { href: `#run=${workflow.run_id}`, id: "workflow-run-link" }, "the workflow's own run"));
     } else {
       head.push(el("p", { class: "muted" }, "the workflow's own span has not arrived: its tasks, grouped by their workflow_run_id"));
     }
     add("tasks", `${tasks.length}${cursor ? ` shown (more not loaded: past ${WORKFLOW_MAX_RUNS})` : ""}, ${failed} failed`);
-    show("#workflow-detail", ...head, facts,
+    show("#workflow-detail", false, ...head, facts,
       el("p", { class: "muted" }, "one row per task attempt (#2 a retry), from its start to its end; green ok, red failed,"
         + " blue running, amber lost; after each bar its wall time / peak memory (largest process, GNU time %M)"),
       el("div", { id: "workflow-timeline" }, timeline(tasks, workflow)),
@@ -525,9 +737,11 @@ function timeline(tasks, workflow) {
   };
   if (!tasks.length) { svg.append(make("text", { x: TW / 2, y: TH / 2, "text-anchor": "middle" }, "no tasks")); return svg; }
   const ms = (iso) => Date.parse(iso);
-  const starts = tasks.map((t) => ms(t.started_at)), ends = tasks.map((t) => ms(t.ended_at));
+  // a run not ended reaches as far as it has gone (running: to now; lost: to its last heartbeat)
+  const end = (r) => (r.ended_at ? ms(r.ended_at) : ms(r.started_at) + (r.elapsed_seconds ?? 0) * 1000);
+  const starts = tasks.map((t) => ms(t.started_at)), ends = tasks.map(end);
   const t0 = Math.min(...starts, workflow ? ms(workflow.started_at) : Infinity);
-  let t1 = Math.max(...ends, workflow ? ms(workflow.ended_at) : -Infinity);
+  let t1 = Math.max(...ends, workflow ? end(workflow) : -Infinity);
   if (t1 <= t0) t1 = t0 + 1000;
   const sx = (t) => L + ((t - t0) / (t1 - t0)) * (TW - L - R);
   // the time axis: five ticks, seconds from the first start
@@ -539,16 +753,17 @@ function timeline(tasks, workflow) {
   }
   tasks.forEach((task, i) => {
     const y = T + i * ROW;
-    const x0 = sx(ms(task.started_at)), x1 = Math.max(sx(ms(task.ended_at)), x0 + 1);  // a 0 s task still shows
+    const x0 = sx(ms(task.started_at)), x1 = Math.max(sx(end(task)), x0 + 1);  // a 0 s task still shows
     const label = `${task.task_name ?? task.run_name}${task.task_attempt > 1 ? ` #${task.task_attempt}` : ""}`;
-    const status = statusOf(task);
+    const status = task.status;
     const row = make("a", { href: `#run=${task.run_id}`, class: "task", "data-run-id": task.run_id, "data-status": status });
-    row.append(make("title", {}, `${label}: ${status}, ${seconds(task.wall_seconds)}, peak ${bytes(task.peak_rss_bytes)}`));
+    const wall = seconds(task.wall_seconds ?? task.elapsed_seconds);
+    row.append(make("title", {}, `${label}: ${status}, ${wall}, peak ${bytes(task.peak_rss_bytes)}`));
     row.append(make("text", { class: "label", x: L - 6, y: y + ROW - 5, "text-anchor": "end" },
       label.length > 44 ? `${label.slice(0, 43)}…` : label));
     row.append(make("rect", { class: `bar ${status}`, x: x0.toFixed(1), y: y + 3, width: (x1 - x0).toFixed(1), height: ROW - 6 }));
     row.append(make("text", { class: "figures", x: x1 + 4, y: y + ROW - 5 },
-      `${seconds(task.wall_seconds)} / ${bytes(task.peak_rss_bytes)}`));
+      `${wall}${task.ended_at ? "" : "…"} / ${bytes(task.peak_rss_bytes ?? task.last_rss_bytes)}`));
     svg.append(row);
   });
   return svg;
@@ -565,7 +780,7 @@ function taskTable(tasks) {
     el("tbody", {}, ...tasks.map((t) => el("tr", { "data-run-id": t.run_id, onclick: () => { location.hash = `run=${t.run_id}`; } },
       el("td", {}, el("a", { href: `#run=${t.run_id}` }, t.task_name ?? t.run_name)),
       el("td", { class: "num" }, t.task_attempt ?? "-"),
-      el("td", { class: `status-${statusOf(t)}` }, statusOf(t)),
+      el("td", { class: `status-${t.status}` }, t.status),
       el("td", { class: "num" }, t.exit_code ?? "-"),
       el("td", { class: "num" }, `+${seconds((Date.parse(t.started_at) - t0) / 1000)}`),
       el("td", { class: "num" }, seconds(t.wall_seconds)),
@@ -618,6 +833,7 @@ function onHistory() {
   state.search = location.search;
   filtersToForm(new URLSearchParams(location.search));
   loadRuns(false);
+  loadRunning();
 }
 
 $("#filters").addEventListener("submit", (e) => { e.preventDefault(); applyFilters(); });
@@ -638,4 +854,7 @@ window.addEventListener("hashchange", route);
 state.search = location.search;
 filtersToForm(new URLSearchParams(location.search));
 loadRuns(false);
+loadRunning();
 route();
+setInterval(tick, 1000);
+setInterval(() => { if (!document.hidden) loadRunning(); }, LIVE_SECONDS * 1000);

@@ -135,7 +135,7 @@ def test_page_and_docs_render_in_chromium_without_a_policy_violation(
         docs.goto(f"{receiver.url}/docs")
         docs.wait_for_selector(".opblock-summary-path")
         paths = {p.strip() for p in docs.locator(".opblock-summary-path").all_inner_texts()}
-        assert {"/v1/traces", "/api/runs", "/api/runs/{run_id}"} <= paths, paths
+        assert {"/api/runs", "/api/runs/{run_id}", "/api/compare", "/api/suggest"} <= paths, paths
         docs.locator(".opblock-summary-path", has_text="/api/runs/{run_id}/metrics").click()
         docs.wait_for_selector(".opblock.is-open")
         docs.screenshot(path=str(tmp_path / "docs.png"), full_page=True)

@@ -209,20 +209,22 @@ def test_the_runs_table_names_runs_says_ok_and_keeps_its_filters_in_the_url(
 
         # the keyboard: "/" goes to the filters, Enter applies them, and they land in the URL
         page.keyboard.press("/")
-        assert page.evaluate("() => document.activeElement.name") == "program"
-        page.keyboard.type("reporter")
+        assert page.evaluate("() => document.activeElement.name") == "name"
+        page.keyboard.type("align")
         page.keyboard.press("Enter")
-        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 1")
-        assert page.evaluate("() => location.search") == "?program=reporter"
+        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 2")
+        assert page.evaluate("() => location.search") == "?name=align"
+        assert {r.locator("td.name").inner_text() for r in page.locator("#runs tbody tr").all()} == {"align"}
         # a choice from a list applies at once
         page.select_option("#filters select[name=status]", "error")
-        page.wait_for_function("() => location.search === '?program=reporter&status=error'")
-        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 0")
+        page.wait_for_function("() => location.search === '?name=align&status=error'")
+        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 1")
+        assert page.locator("#runs tbody td.status").inner_text() == "error"
         # Back undoes the last filter, the form follows the URL
         page.go_back()
-        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 1")
+        page.wait_for_function("() => document.querySelectorAll('#runs tbody tr').length === 2")
         assert page.locator("#filters select[name=status]").input_value() == ""
-        assert page.locator("#filters input[name=program]").input_value() == "reporter"
+        assert page.locator("#filters input[name=name]").input_value() == "align"
 
         # a shared URL opens with its filters in the form and the table
         page.goto(f"{receiver.url}/?program={program}&sort=-wall_seconds")
@@ -319,10 +321,10 @@ def test_a_runs_charts_have_axes_units_and_values_under_the_mouse(
 # --- a program ------------------------------------------------------------------------------------------------
 
 VERSION_A, VERSION_B = "a1" * 32, "b2" * 32
-# (span id, version, days ago, wall s, peak MiB, failed)
+# (span id, version, days ago, wall s, peak MiB, failed): version b takes twice the time and memory of a
 PROGRAM_RUNS = [
-    *((f"{i:016x}", VERSION_A, 20 - i, 100.0 + i, 500 + 4 * i, False) for i in range(1, 7)),
-    *((f"{i:016x}", VERSION_B, 20 - i, 200.0 + i, 1000 + 8 * i, i == 9) for i in range(7, 13)),
+    *((f"{i:016x}", VERSION_A, 20 - i, 100.0 + i, 500 + 4 * i, False) for i in range(1, 9)),
+    *((f"{i:016x}", VERSION_B, 20 - i, 200.0 + i, 1000 + 8 * i, i == 11) for i in range(9, 17)),
 ]
 
 
@@ -332,6 +334,7 @@ def test_a_programs_view_charts_its_runs_by_script_version(receiver: ReceiverSer
         attrs: dict[str, object] = {
             "glia.run.kind": "command", "process.exit.code": 137 if failed else 0,
             "glia.memory.peak_rss_bytes": mib * MIB, "glia.memory.peak_rss_method": "wait4",
+            "glia.cpu.percent": 90.0 + int(span_id, 16),  # a p95 above one core: 2 CPUs
         }  # fmt: skip
         post_run(receiver, span_id, "align", "align", now - days * 86400 * S, wall, attrs,
                  {"glia.script.sha256": version}, status=2 if failed else 0)  # fmt: skip
@@ -341,21 +344,58 @@ def test_a_programs_view_charts_its_runs_by_script_version(receiver: ReceiverSer
         page.wait_for_selector("#program-memory-plot canvas")
         detail = page.locator("#program-detail")
         assert "Program align" in detail.inner_text()
-        assert "12 most recent runs, 2 script versions, 1 failed" in detail.inner_text()
+        assert "16 most recent runs, 2 script versions, 1 failed" in detail.inner_text()
         versions = page.locator("#program-versions tbody tr")
         colours = [versions.nth(i).get_attribute("data-colour") for i in range(2)]
         assert [versions.nth(i).get_attribute("data-version") for i in range(2)] == [VERSION_A, VERSION_B]
         assert [versions.nth(i).locator("td").nth(0).inner_text().strip() for i in range(2)] == ["a1a1a1a1", "b2b2b2b2"]
         assert colours[0] != colours[1]
         assert versions.nth(1).locator("td").nth(3).inner_text() == "1"  # failed
-        assert versions.nth(0).locator("td").nth(4).inner_text() == seconds_text(103.5)  # median wall of a
         wall, memory = chart(page, "#program-wall-plot"), chart(page, "#program-memory-plot")
-        assert wall["points"] == memory["points"] == 12
+        assert wall["points"] == memory["points"] == 16
         assert wall["labels"] == ["started (UTC)", "wall time"] and memory["labels"] == ["started (UTC)", "peak RSS"]
         # dates below (the runs span 12 days), bytes and durations at the side
         assert len(memory["x"]) >= 2 and all(len(t) == 10 and t[4] == "-" for t in memory["x"] if t), memory["x"]
         assert any(t.endswith(" MiB") or t.endswith(" GiB") for t in memory["y"]), memory["y"]
         assert any(t.endswith("m") or t.endswith("s") for t in wall["y"]), wall["y"]
+
+        # compare: version b flagged against a for its time and memory, as /api/compare says, in the versions'
+        # colours; its successful runs only (the failed one left out)
+        compared = httpx.get(f"{receiver.url}/api/compare", params={"program": "align"}).json()
+        findings = page.locator("#compare-findings li").all_inner_texts()
+        assert findings == compared["findings"] and len(findings) == 2, findings
+        assert findings[0].startswith("version b2b2 takes 2.0x the wall time of a1a1 (p = 0.00"), findings
+        assert findings[1].startswith("version b2b2 uses 2.1x the memory of a1a1 (p = 0.00"), findings
+        table = page.locator("#compare-table tbody tr")
+        assert [table.nth(i).get_attribute("data-version") for i in range(2)] == [VERSION_A, VERSION_B]
+        b = table.nth(1).locator("td")
+        assert b.nth(1).inner_text() == "7"  # runs
+        b_wall = compared["groups"][1]["wall_seconds"]
+        assert b_wall["median"] == 213.0  # runs 9, 10 and 12 to 16
+        assert b.nth(2).inner_text() == f"{seconds_text(213)} · p95 {seconds_text(b_wall['p95'])}"
+        assert b.nth(4).inner_text().startswith("1.1 GiB · p95 ")
+        assert b.nth(5).inner_text().startswith("2.0x p = 0.00") and "flagged" in (
+            b.nth(5).get_attribute("class") or ""
+        )
+        assert b.nth(7).inner_text().startswith("2.1x p = 0.00") and "flagged" in (
+            b.nth(7).get_attribute("class") or ""
+        )
+        assert table.nth(0).locator("td").nth(5).inner_text() == "-"  # the first version has nothing before it
+        swatches = table.locator(".swatch").evaluate_all("(s) => s.map((e) => getComputedStyle(e).backgroundColor)")
+        assert swatches == [rgb(c) for c in colours]
+
+        # suggest: what to request, the receiver's numbers in the page's units and as #SBATCH lines
+        suggested = httpx.get(f"{receiver.url}/api/suggest", params={"program": "align"}).json()
+        (group,) = suggested["groups"]
+        rec = group["recommended"]
+        assert group["runs"] == 15
+        cells = page.locator("#suggest-table tbody tr td").all_inner_texts()
+        assert cells[:5] == ["align", "15", f"{rec['memory_bytes'] / MIB / 1024:.1f} GiB", seconds_text(rec["seconds"]),
+                             str(rec["cpus"])], cells  # fmt: skip
+        slurm = page.locator("#suggest-slurm").inner_text().splitlines()
+        assert slurm[0] == f"#SBATCH --mem={rec['memory_bytes'] // MIB}M"
+        assert slurm[1] == f"#SBATCH --time=00:{rec['seconds'] // 60:02d}:00"
+        assert rec["cpus"] == 2 and slurm[2] == "#SBATCH --cpus-per-task=2"
 
         # the mouse on version b's largest run: its value, version and status
         span_id, _, days, _, mib, _ = PROGRAM_RUNS[-1]
@@ -391,6 +431,12 @@ def seconds_text(v: float) -> str:
     return f"{s // 60}m{s % 60:02d}s"
 
 
+def rgb(colour: str) -> str:
+    """#rrggbb as the CSSOM gives a computed colour."""
+    r, g, b = bytes.fromhex(colour.lstrip("#"))
+    return f"rgb({r}, {g}, {b})"
+
+
 def test_run_statuses_follow_status_and_exit_code(receiver: ReceiverServer) -> None:
     """ok for an unset or OK span with exit 0 or none; error for span status ERROR or a non-zero exit."""
     now = time.time_ns()
@@ -409,3 +455,158 @@ def test_run_statuses_follow_status_and_exit_code(receiver: ReceiverServer) -> N
             for r in page.locator("#runs tbody tr").all()
         }
         assert shown == {k: v[2] for k, v in cases.items()}
+
+
+# --- running runs (issue 13's live runs) ----------------------------------------------------------------------
+
+
+def post_live(receiver: ReceiverServer, span_id: str, name: str, start_ns: int, rss_mib: int, state: str) -> None:
+    """A start record or heartbeat of a run still going (docs/attributes.md, "Live runs"): no end, the memory now."""
+    attrs: dict[str, object] = {
+        "glia.run.kind": "command", "glia.run.state": state, "glia.run.heartbeat_unix_nano": time.time_ns(),
+        "glia.memory.rss_bytes": rss_mib * MIB, "glia.cpu.user_seconds": 12.5,
+    }  # fmt: skip
+    post_run(receiver, span_id, name, "live", start_ns, 0.0, attrs, {"host.name": "node7"})
+
+
+def running_for(page: Any, span_id: str) -> float:
+    """The seconds the running list says a run has gone (1m30s -> 90)."""
+    text: str = page.locator(f"#running-runs tr[data-run-id='{span_id}'] td.running-for").inner_text()
+    minutes, _, rest = text.rpartition("m")
+    return 60 * float(minutes or 0) + float(rest.rstrip("s"))
+
+
+def test_running_runs_are_listed_at_the_top_and_refresh_themselves(
+    receiver: ReceiverServer, sql: Sql, tmp_path: Path
+) -> None:
+    now = time.time_ns()
+    long_start, short_start = now - 90 * S, now - 30 * S
+    post_live(receiver, "d1" * 8, "assemble", long_start, 300, "started")
+    post_live(receiver, "d2" * 8, "polish", short_start, 100, "started")
+    post_run(receiver, "d3" * 8, "fetch", "live", now - 600 * S, 5.0, {"process.exit.code": 0}, {})
+    assert {r["run_id"]: r["status"] for r in sql("SELECT run_id, status FROM runs")} == {
+        "d1" * 8: "running", "d2" * 8: "running", "d3" * 8: "ok",
+    }  # fmt: skip
+
+    with browser_page(receiver) as page:
+        page.goto(receiver.url + "/")
+        page.wait_for_selector("#running:not([hidden]) #running-runs")
+        running = page.locator("#running-runs tbody tr")
+        assert [running.nth(i).get_attribute("data-run-id") for i in range(2)] == ["d2" * 8, "d1" * 8]  # newest first
+        assert "Running now: 2" in page.locator("#running h2").inner_text()
+        first = running_for(page, "d1" * 8)
+        assert 89 <= first < 150, first
+        assert (
+            page.locator("#running-runs tr[data-run-id='d1d1d1d1d1d1d1d1'] td.memory-now").inner_text() == "300.0 MiB"
+        )
+        # the table lists them too, running, with the time so far
+        row = page.locator("#runs tr[data-run-id='d1d1d1d1d1d1d1d1']")
+        assert row.locator("td.status").inner_text() == "running"
+        assert row.locator("td").nth(7).inner_text().endswith("…")
+        # elapsed time counts on by itself
+        page.wait_for_timeout(2200)
+        assert running_for(page, "d1" * 8) >= first + 2
+        shot = tmp_path / "running.png"
+        page.screenshot(path=str(shot), full_page=True)
+
+        # a running run's view: how long so far and its memory now, read again while it runs
+        page.goto(f"{receiver.url}/#run={'d1' * 8}")
+        page.wait_for_selector("#run-detail #fact-memory-now")
+        assert page.locator("#fact-memory-now").inner_text() == "300.0 MiB"
+        assert page.locator("#fact-status").inner_text() == "running"
+        post_live(receiver, "d1" * 8, "assemble", long_start, 400, "running")  # a heartbeat
+        page.wait_for_function(
+            "() => document.querySelector('#fact-memory-now')?.textContent === '400.0 MiB'", timeout=15000
+        )
+
+        # the run ends: it leaves the running list, and the table shows its final figures
+        attrs: dict[str, object] = {"glia.run.kind": "command", "process.exit.code": 0}
+        post_run(receiver, "d1" * 8, "assemble", "live", long_start, 95.0, attrs, {"host.name": "node7"})
+        page.wait_for_function("() => document.querySelector('#fact-status')?.textContent === 'ok'", timeout=15000)
+        page.keyboard.press("Escape")
+        page.wait_for_function("() => document.querySelectorAll('#running-runs tbody tr').length === 1", timeout=15000)
+        row = page.locator("#runs tr[data-run-id='d1d1d1d1d1d1d1d1']")
+        ended = "#runs tr[data-run-id='d1d1d1d1d1d1d1d1'] td.status"
+        page.wait_for_function(f'() => document.querySelector("{ended}")?.textContent === "ok"', timeout=15000)
+        assert row.locator("td").nth(7).inner_text() == "1m35s"
+
+    _, _, pixels = png_rgb(shot.read_bytes())
+    assert count(pixels, "#2563eb") > 200  # the running list's frame and heading, and its status in the table
+
+
+# --- what a failed run said (issue 13's failure output) -------------------------------------------------------
+
+RAISES = """
+import glia_otel
+def load(batch):
+    raise ValueError(f"bad batch {batch}")
+with glia_otel.track("train"):
+    load(17)
+"""
+STDERR = 'for i in 1 2 3 4 5; do echo "step $i failed" >&2; done; exit 3'
+
+
+def post_logs(receiver: ReceiverServer, trace_id: str, span_id: str, records: list[tuple[int, str, int]]) -> None:
+    """Log records (time ns, body, severity number) of a run, as an application's OTLP/JSON logs."""
+    body = {"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "train"}}]},
+        "scopeLogs": [{"logRecords": [
+            {"timeUnixNano": str(t), "severityNumber": severity, "body": {"stringValue": text},
+             "traceId": trace_id, "spanId": span_id}
+            for t, text, severity in records
+        ]}],
+    }]}  # fmt: skip
+    response = httpx.post(
+        f"{receiver.url}/v1/logs", content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 200 and response.content == b"{}", response.text
+
+
+def test_a_failed_runs_view_shows_its_stderr_tail_exception_and_logs(
+    receiver: ReceiverServer, sql: Sql, tmp_path: Path
+) -> None:
+    env = client_env(receiver.url, tmp_path / "spool")
+    proc = subprocess.run(
+        [GLIA, "run", "--keep-stderr", "--name", "steps", "--", "sh", "-c", STDERR],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 3 and "step 5 failed" in proc.stderr
+    script = tmp_path / "train.py"
+    script.write_text(RAISES)
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "bad batch 17" in proc.stderr
+    runs = {r["name"]: r for r in sql("SELECT name, trace_id, span_id, start_time_unix_nano AS t FROM spans")}
+    train = runs["train"]
+    post_logs(receiver, train["trace_id"], train["span_id"], [
+        (train["t"] + 2_000_000, "giving up\n  after 3 tries", 17),
+        (train["t"] + 1_000_000, "loading batch 17", 9),
+    ])  # fmt: skip
+    assert len(sql("SELECT 1 FROM log_records WHERE span_id = $1", runs["steps"]["span_id"])) == 1
+
+    with browser_page(receiver) as page:
+        page.goto(f"{receiver.url}/#run={runs['steps']['span_id']}")
+        page.wait_for_selector("#run-detail #run-stderr")
+        assert page.locator("#run-stderr").inner_text().splitlines() == [f"step {i} failed" for i in range(1, 6)]
+        assert "(5 lines, 70 B written)" in page.locator("#run-detail .stderr h3").inner_text()
+        assert page.locator("#fact-status").inner_text().startswith("error")
+        shot = tmp_path / "stderr.png"
+        page.screenshot(path=str(shot), full_page=True)
+
+        page.goto(f"{receiver.url}/#run={train['span_id']}")
+        page.wait_for_selector("#run-detail #exception")
+        assert page.locator("#exception h3").inner_text() == "Exception ValueError: bad batch 17"
+        trace = page.locator("#exception pre").inner_text().splitlines()
+        assert trace[0] == "Traceback (most recent call last):" and trace[-1] == "ValueError: bad batch 17"
+        rows = page.locator("#run-logs tbody tr")
+        assert [rows.nth(i).locator("td.severity").inner_text() for i in range(2)] == ["INFO", "ERROR"]  # newest last
+        assert rows.nth(1).locator("td.body").inner_text() == "giving up\n  after 3 tries"
+        assert page.locator("#run-stderr").count() == 0
+        # a failed run's output comes before its samples and child spans
+        assert page.evaluate(
+            "() => { const d = document.querySelector('#run-detail'), h = [...d.querySelectorAll('h3')];"
+            " return h.findIndex((e) => e.textContent.startsWith('Exception'))"
+            " < h.findIndex((e) => e.textContent === 'Child spans'); }"
+        )
+
+    _, _, pixels = png_rgb(shot.read_bytes())
+    assert count(pixels, "#1d2330") > 2000  # the output block's dark background
