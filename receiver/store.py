@@ -32,7 +32,7 @@ from . import sqlfiles
 from .database import Database, describe, is_transient, refused_by_server
 from .decode import MAX_MESSAGES
 from .errors import Unavailable
-from .flatten import METRIC_COLUMNS, SPAN_COLUMNS
+from .flatten import METRIC_COLUMNS, SPAN_COLUMNS, in_key_order
 from .flatten_logs import LOG_COLUMNS
 
 if TYPE_CHECKING:
@@ -60,7 +60,17 @@ def _formatted(name: str, table: Table) -> str:
 @functools.cache
 def _format(name: str, table: str, columns: tuple[str, ...]) -> str:
     # the table's name and flatten's column names: constants of the code, never anything a request brings
-    return _sql(name).format(table=table, columns=", ".join(f'"{column}"' for column in columns))
+    return _sql(name).format(
+        table=table, columns=", ".join(f'"{column}"' for column in columns), on_conflict=_on_conflict(table)
+    )
+
+
+def _on_conflict(table: str) -> str:
+    """What a write does with a row already stored: spans merge by key as insert_spans does (a live run's records
+    and its final span, docs/attributes.md), the other tables keep the first copy."""
+    if table != "spans":
+        return "ON CONFLICT DO NOTHING"
+    return "ON CONFLICT" + _sql("insert_spans").split("ON CONFLICT", 1)[1].rstrip().rstrip(";")
 
 
 @dataclass(frozen=True)
@@ -282,6 +292,8 @@ class Store:
         rows, one round trip), more by COPY into the staging table and an upsert. If a row is refused, the group
         again, request by request, each isolated under its own savepoint."""
         records = [row for item in group for row in item.rows] if len(group) > 1 else group[0].rows
+        if table.name == "spans" and len(group) > 1:
+            records = in_key_order(list(records))  # one row per key in one statement, the final one winning
         started = time.perf_counter()
         error: BaseException | None = None
         try:

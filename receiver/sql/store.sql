@@ -29,7 +29,8 @@ $$;
 
 -- name: insert_rows
 -- The rows of a shared transaction of small requests, as one array parameter: one statement, one round trip.
-INSERT INTO {table} ({columns}) SELECT * FROM unnest($1::{table}_rows[]) ON CONFLICT DO NOTHING;
+-- {on_conflict} is the table's own: insert_spans' merge for spans (live runs), DO NOTHING for the others.
+INSERT INTO {table} ({columns}) SELECT * FROM unnest($1::{table}_rows[]) {on_conflict};
 
 -- name: insert_spans
 -- One row per span, however its records arrive (docs/attributes.md, "Live runs"): a run's start record or heartbeat
