@@ -59,7 +59,13 @@ def create_app(settings: Settings, database_url: str) -> ASGIApp:
         await _log_auth_mode(services.keys)
         log.info("receiver ready: pool max %d connections", settings.pool_max_size)
         try:
-            async with maintenance.running(db, services.store, settings.retention_check_seconds):
+            async with maintenance.running(
+                db,
+                services.store,
+                settings.retention_check_seconds,
+                lost_after_seconds=settings.lost_after_seconds,
+                lost_sweep_seconds=settings.lost_sweep_seconds,
+            ):
                 yield
         finally:
             await db.close(timeout=10)
@@ -105,5 +111,7 @@ async def _log_auth_mode(keys: KeyCache) -> None:
     if active:
         log.info("API keys: %d active; ingest needs an ingest key, /api and the page a read key", len(active))
     else:
-        log.warning("no API keys: ingest, the query API and the page are open to anyone who can connect "
-                    "('glia keys create NAME' to require keys)")
+        log.warning(
+            "no API keys: ingest, the query API and the page are open to anyone who can connect "
+            "('glia keys create NAME' to require keys)"
+        )

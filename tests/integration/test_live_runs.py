@@ -257,3 +257,15 @@ def test_one_receiver_at_a_time_sweeps(receiver: ReceiverServer, sql: Sql, datab
     assert sorted(marked) == sorted((TRACE.hex(), i.hex()) for i in ids)
     assert {r["status"] for r in rows(sql)} == {"lost"}
     assert sql("SELECT count(DISTINCT lost_at) AS n FROM spans") == [{"n": 1}]
+
+
+def test_the_receiver_sweeps_on_its_own_with_its_settings(
+    receiver_factory: Callable[..., ReceiverServer], sql: Sql
+) -> None:
+    receiver = receiver_factory(lost_after_seconds=1.0, lost_sweep_seconds=0.2)
+    post(receiver, record("started", time.time_ns() - 2 * S))
+    assert rows(sql)[0]["status"] == "running"
+    deadline = time.monotonic() + 10
+    while rows(sql)[0]["status"] != "lost":
+        assert time.monotonic() < deadline, "not marked lost by the receiver's own sweep"
+        time.sleep(0.1)
