@@ -23,4 +23,4 @@ if ! dpkg-query -W -f='${Status}' haproxy 2>/dev/null | grep -q "install ok inst
         $sudo service haproxy stop || true
     fi
 fi
-haproxy -v | head -n 1
+haproxy -v | sed -n 1p  # sed reads it all: head would close the pipe early (SIGPIPE under pipefail)
