@@ -543,4 +543,6 @@ def flush_main(argv: list[str]) -> int:
         )
         for err in dict.fromkeys(report.refused + report.errors):
             print(f"glia flush: {err}", file=sys.stderr)
-    return 1 if report.kept_files or report.rejected_files or report.refused else 0
+    # Anything left unsent or unexplained is a failure for the caller (a cron job, a job's epilogue): files kept or
+    # set aside, and errors such as a spool that could not be opened or locked, where nothing was even tried.
+    return 1 if trouble or report.kept_files or report.rejected_files else 0

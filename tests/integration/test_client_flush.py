@@ -78,6 +78,7 @@ def test_a_lock_file_replaced_by_a_link_is_not_followed(tmp_path: Path, receiver
 
     proc = flush(client_env(receiver.url, spool))
     assert f"glia flush: cannot lock the spool {spool} (.lock: it is a symbolic link)" in proc.stderr, proc.stderr
+    assert proc.returncode == 1, "a flush that could not even lock the spool sent nothing: the caller must know"
     assert target.read_text() == "not glia's"
     assert requests_in(spool) == [request], "nothing is sent without the lock"
     assert sql("SELECT count(*) AS n FROM spans") == [{"n": 0}]
