@@ -173,6 +173,18 @@ def _without_server(name: str, argv: list[str], exc: ModuleNotFoundError) -> str
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `glia` console script."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `glia ... | head`: the reader left. Say nothing more (the interpreter's own flush at exit would raise
+        # again into a traceback) and end as a command killed by SIGPIPE does, which a shell's pipefail expects.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + 13
+
+
+def _main(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())

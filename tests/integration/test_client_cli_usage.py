@@ -3,6 +3,7 @@ the user's command still runs (untracked) when the settings are wrong."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
@@ -84,3 +85,17 @@ def test_glia_flush_without_a_spool_has_nothing_to_send(tmp_path: Path, receiver
     assert proc.returncode == 0 and proc.stderr == ""
     assert proc.stdout.startswith("glia flush: sent 0 request(s), 0 span(s), 0 bytes to "), proc.stdout
     assert not spool.exists(), "flush does not make the spool it was asked to read"
+
+
+def test_help_into_a_closed_pipe_ends_quietly_as_sigpipe_would(tmp_path: Path) -> None:
+    """`glia run --help | head -1`: the reader is gone before glia writes; no traceback, the shell's 141."""
+    env = client_env(None, tmp_path / "spool")
+    for args in (["--help"], ["run", "--help"]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)  # the reader left before the first write
+        try:
+            proc = subprocess.run([GLIA, *args], env=env, stdout=write_end, stderr=subprocess.PIPE, timeout=60)
+        finally:
+            os.close(write_end)
+        assert proc.returncode == 141, (args, proc.returncode, proc.stderr)
+        assert proc.stderr == b"", (args, proc.stderr)
