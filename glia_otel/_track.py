@@ -555,6 +555,7 @@ class _Tracker:
 
 def _default_block_name() -> str:
     if not _state.block_name:
+        _ensure_configured()  # the service name may come from OTEL_SERVICE_NAME: read the settings first
         settings = _state.settings
         if settings is not None and settings.service_name:
             _state.block_name = settings.service_name

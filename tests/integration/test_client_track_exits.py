@@ -45,10 +45,13 @@ def test_a_block_without_a_name_is_named_after_the_service(tmp_path: Path, recei
     assert run_python(tmp_path, NAMELESS, env, name="prepare_reads.py").returncode == 0
     configured = "import glia_otel\nglia_otel.configure(service_name='qc')\n" + NAMELESS
     assert run_python(tmp_path, configured, env).returncode == 0
+    # the service named in the environment, with no configure() call: the block is configured on first use
+    assert run_python(tmp_path, NAMELESS, {**env, "OTEL_SERVICE_NAME": "align"}, name="other.py").returncode == 0
     rows = sql("SELECT name, service_name FROM spans ORDER BY start_time")
     assert rows == [
         {"name": "prepare_reads", "service_name": "prepare_reads"},
         {"name": "qc", "service_name": "qc"},
+        {"name": "align", "service_name": "align"},
     ]
 
 
