@@ -230,7 +230,7 @@ def tree_pids(root: int) -> list[int]:
     if not os.path.isdir("/proc/self"):
         return _tree_pids_psutil(root)
     if not os.path.exists(f"/proc/{root}/task/{root}/children"):
-        # Kernels without CONFIG_PROC_CHILDREN (as here): every process's parent pid instead.
+        # No `children` file (a kernel built without CONFIG_PROC_CHILDREN, some sandboxes): parent pids instead.
         return _tree_pids_scan(root) if os.path.exists(f"/proc/{root}") else []
     tree, todo = [root], [root]
     while todo:
