@@ -8,7 +8,10 @@ SELECT FROM generate_series), then measures the median latency of each query on 
 without the secondary indexes, and prints both side by side with the ratio. The API is measured through a real
 receiver (uvicorn) on each database. The answers (`glia suggest`, `glia compare`: receiver/answers.py) are measured
 as the commands run them (the named queries in a read transaction, then the recommendation or the rank tests in
-Python) and through /api/suggest and /api/compare.
+Python) and through /api/suggest and /api/compare. The page's program view is measured as the page opens it
+(receiver/page/app.js, `showProgram`): its API calls issued at once, as the browser does, over up to six keep-alive
+connections, and timed until the last answer is in; also with the two calls the page adds when it is opened at a
+program view's address (the runs table's first page and the running-now box).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ SECONDARY_INDEXES = [
     "spans_parent_idx",
     "spans_attributes_idx",
     "spans_span_id_idx",
+    "spans_workflow_run_idx",
+    "spans_unfinished_idx",
 ]
 QUERIES: dict[str, tuple[str, tuple[Any, ...], float]] = {
     # name: (sql, args, target ms)
@@ -100,6 +105,23 @@ API_ANSWERS: dict[str, tuple[str, dict[str, Any], float]] = {
     "API: /api/suggest, one program": ("/api/suggest", {"program": "prog-07"}, 300),
     "API: /api/compare, one program": ("/api/compare", {"program": "prog-07"}, 300),
 }
+# The page's program view (#program=prog-07): app.js's showProgram fires these three at once (Promise.all) and draws
+# the view when the last is in; its parameters in the page's order. Opened at that address (a link, a reload), the
+# page also loads the runs table's first page (loadRuns) and the running-now box (loadRunning) at the same time.
+PROGRAM_VIEW = [
+    ("/api/runs", {"program": "prog-07", "limit": "500", "sort": "-started_at"}),
+    ("/api/compare", {"program": "prog-07"}),
+    ("/api/suggest", {"program": "prog-07"}),
+]
+PAGE_OPEN = [
+    ("/api/runs", {"limit": "50"}),
+    ("/api/runs", {"status": "running", "sort": "-started_at", "limit": "100"}),
+]
+PAGE_VIEWS: dict[str, tuple[list[tuple[str, dict[str, str]]], float]] = {
+    "page: program view (3 calls at once)": (PROGRAM_VIEW, 500),
+    "page: program view opened at its URL (5)": (PAGE_OPEN + PROGRAM_VIEW, 500),
+}
+BROWSER_CONNECTIONS = 6  # a browser's keep-alive connections to one HTTP/1.1 host
 LIMITS = ReadLimits(
     statement_timeout_ms=600_000,
     response_bytes=4 * 1024 * 1024,
@@ -174,6 +196,27 @@ def time_api(base: str, params: dict[str, Any], repeat: int) -> float:
         for _ in range(repeat):
             started = time.perf_counter()
             client.get("/api/runs", params=params).raise_for_status()
+            samples.append(time.perf_counter() - started)
+        return median_ms(samples)
+
+
+async def time_page_view(base: str, calls: list[tuple[str, dict[str, str]]], repeat: int) -> float:
+    """The median time from the first request of a page view to the last answer read, its calls issued at once."""
+    limits = httpx.Limits(max_connections=BROWSER_CONNECTIONS, max_keepalive_connections=BROWSER_CONNECTIONS)
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
+
+        async def once() -> list[Any]:
+            responses = await asyncio.gather(*(client.get(path, params=params) for path, params in calls))
+            for response in responses:
+                response.raise_for_status()
+            return [response.json() for response in responses]
+
+        runs, compared, suggested = (await once())[-3:]  # warm: plans, caches, and the connections opened
+        assert len(runs["runs"]) == 500 and compared["groups"] and suggested["groups"], "not the seed's program view"
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            await once()
             samples.append(time.perf_counter() - started)
         return median_ms(samples)
 
@@ -276,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=30, help="timed repetitions per query on the indexed database")
     parser.add_argument("--repeat-unindexed", type=int, default=5)
     parser.add_argument("--explain", action="store_true", help="print each query's plan on the indexed database")
-    parser.add_argument("--only-answers", action="store_true", help="measure suggest and compare only")
+    parser.add_argument("--only-answers", action="store_true", help="suggest, compare, the program view only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)  # the receivers' start-up notices are not results
 
@@ -317,6 +360,12 @@ def main(argv: list[str] | None = None) -> int:
                 indexed = time_api_answer(base, path, params, args.repeat)
             with Receiver(copy_url) as base:
                 plain = time_api_answer(base, path, params, args.repeat_unindexed)
+            rows.append((name, indexed, plain, target))
+        for name, (calls, target) in PAGE_VIEWS.items():
+            with Receiver(url) as base:
+                indexed = asyncio.run(time_page_view(base, calls, args.repeat))
+            with Receiver(copy_url) as base:
+                plain = asyncio.run(time_page_view(base, calls, args.repeat_unindexed))
             rows.append((name, indexed, plain, target))
 
         print(f"{'query (median latency)':<40} {'indexed':>10} {'no index':>10} {'ratio':>8} {'target':>8}  ok")
