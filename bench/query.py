@@ -235,7 +235,10 @@ class Receiver:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        settings = Settings(database_url=database_url, port=self.port, statement_timeout_ms=600_000)
+        # the reads' own timeout too (10 s by default): a scan of 10,000,000 runs without an index takes longer
+        settings = Settings(
+            database_url=database_url, port=self.port, statement_timeout_ms=600_000, read_statement_timeout_ms=600_000
+        )
         config = uvicorn.Config(
             create_app(settings, database_url), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )
