@@ -95,8 +95,9 @@ def body(start: int, count: int, now: int) -> bytes:
     return gzip.compress(request.SerializeToString(), compresslevel=1)
 
 
-async def send_all(url: str, runs: int, batch: int, connections: int) -> int:
-    """Post every run to the collector; retried on any non-200 (its memory limiter's 503). Returns retries."""
+async def send_all(url: str, runs: int, batch: int, connections: int, rate: float) -> int:
+    """Post every run to the collector, at most `rate` runs/s (0: as fast as it goes); retried on any non-200 (its
+    memory limiter's 503). Returns the retries."""
     now = time.time_ns() - runs * 1000 - 3_600_000_000_000
     starts = iter(range(0, runs, batch))
     retries = 0
@@ -105,6 +106,8 @@ async def send_all(url: str, runs: int, batch: int, connections: int) -> int:
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal retries
         for start in starts:
+            if rate:
+                await asyncio.sleep(max(0.0, began + start / rate - time.monotonic()))
             payload = body(start, min(batch, runs - start), now)
             while True:
                 try:
@@ -117,6 +120,7 @@ async def send_all(url: str, runs: int, batch: int, connections: int) -> int:
                 await asyncio.sleep(0.2)
 
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    began = time.monotonic()
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         await asyncio.gather(*(worker(client) for _ in range(connections)))
     return retries
@@ -207,6 +211,7 @@ def main() -> None:
     parser.add_argument("--receivers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=250, help="spans a request to the collector")
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=0, help="runs/s to send at most (0: as fast as it goes)")
     parser.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to wait for the last rows")
     args = parser.parse_args()
     if args.receivers > 2:
@@ -266,7 +271,8 @@ def main() -> None:
         sampler.start()
         print(
             f"{args.runs} runs, {args.batch} a request, {args.connections} connections, {args.receivers} receivers, "
-            f"a kill every {args.kill_every:g} s; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}",
+            f"at most {args.rate:g} runs/s (0: unpaced), a kill every {args.kill_every:g} s; "
+            f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}",
             flush=True,
         )
 
@@ -285,7 +291,7 @@ def main() -> None:
         kill_thread = threading.Thread(target=killer, daemon=True)
         t0 = time.monotonic()
         kill_thread.start()
-        retries = asyncio.run(send_all(f"http://{http}", args.runs, args.batch, args.connections))
+        retries = asyncio.run(send_all(f"http://{http}", args.runs, args.batch, args.connections, args.rate))
         sent_at = time.monotonic() - t0
         print(f"sent in {sent_at:.1f} s ({retries} retried posts); load average {os.getloadavg()[0]:.2f}", flush=True)
         last, last_change = -1, time.monotonic()
