@@ -4,6 +4,7 @@
 .default_endpoint <- "http://localhost:4318/v1/traces"
 .default_deadline_ms <- 250
 .default_spool_max_bytes <- 100 * 1024^2
+.default_heartbeat_interval_ms <- 30000
 
 .env <- function(name) {
   value <- Sys.getenv(name, unset = "")
@@ -64,8 +65,22 @@
     deadline_ms = .env_number("GLIA_EXPORT_DEADLINE_MS", .default_deadline_ms),
     spool_dir = .spool_dir(),
     spool_max_bytes = .env_number("GLIA_SPOOL_MAX_BYTES", .default_spool_max_bytes),
-    record_args = !.env_false("GLIA_RECORD_ARGS")
+    record_args = !.env_false("GLIA_RECORD_ARGS"),
+    # Live runs (live.R): a run past 1 s is sent as running, then a heartbeat every interval; GLIA_LIVE=false: none.
+    live = !.env_false("GLIA_LIVE"),
+    heartbeat_interval_s = .heartbeat_interval_ms() / 1000
   )
+}
+
+# GLIA_HEARTBEAT_INTERVAL_MS: a positive number of milliseconds, as the Python client reads it.
+.heartbeat_interval_ms <- function() {
+  ms <- .env_number("GLIA_HEARTBEAT_INTERVAL_MS", .default_heartbeat_interval_ms)
+  if (!is.finite(ms) || ms <= 0) {
+    .log_once("bad-GLIA_HEARTBEAT_INTERVAL_MS", sprintf(
+      "ignoring GLIA_HEARTBEAT_INTERVAL_MS=%s (not a positive number of milliseconds)", .env("GLIA_HEARTBEAT_INTERVAL_MS")))
+    ms <- .default_heartbeat_interval_ms
+  }
+  ms
 }
 
 .spool_dir <- function() {

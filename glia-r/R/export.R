@@ -67,9 +67,11 @@
   }
 }
 
-# A spool file name: <unix-time-ns>-<pid>-<random hex>.json (docs/attributes.md).
-.spool_name <- function() {
-  sprintf("%s-%d-%s.json", .unix_nano(Sys.time()), Sys.getpid(), .random_hex(4))
+# A spool file name: traces-<unix-time-ns>-<pid>-<random hex>.json (docs/attributes.md). The signal comes first, as
+# the Python client writes it, so `glia flush` posts the file to /v1/traces, and a client older than the logs signal
+# skips it rather than post it anywhere else. (R only sends traces.)
+.spool_name <- function(signal = "traces") {
+  sprintf("%s-%s-%d-%s.json", signal, .unix_nano(Sys.time()), Sys.getpid(), .random_hex(4))
 }
 
 # The spool is resent by `glia flush` with the user's headers (an ingest key), so, as in glia_otel/_spool.py, R
@@ -144,12 +146,22 @@
 }
 
 # Spool file names (docs/attributes.md): what the size bound may count and drop; anything else is not the client's.
-.spool_file_pattern <- "^(metrics-)?[0-9]+(-[^/]*)?\\.(pb|json)(\\.gz)?$"
+# The signal prefix is optional: files of older clients (and of R before it wrote one) are traces.
+.spool_file_pattern <- "^((traces|metrics|logs)-)?[0-9]+(-[^/]*)?\\.(pb|json)(\\.gz)?$"
 
-# Keeps the spool under its size bound by deleting the oldest files first (names start with the time in ns). Only
-# the spool's own regular files count and go: a link to a big file must not make real runs go, nor be followed.
+# The time (ns, as a decimal string) a spool file name starts with, after its signal.
+.spool_file_time <- function(files) {
+  sub("^((traces|metrics|logs)-)?([0-9]+).*$", "\\3", files)
+}
+
+# Keeps the spool under its size bound by deleting the oldest files first (by the time in their names, whatever
+# their signal). Only the spool's own regular files count and go: a link to a big file must not make real runs go,
+# nor be followed.
 .spool_trim <- function(dir, max_bytes, keep) {
-  files <- sort(list.files(dir, pattern = .spool_file_pattern))
+  files <- list.files(dir, pattern = .spool_file_pattern)
+  times <- .spool_file_time(files)
+  # Equal-length decimal strings sort as numbers; pad so that a shorter one (an old clock) sorts first.
+  files <- files[order(paste0(strrep("0", pmax(0L, 24L - nchar(times))), times), files)]
   paths <- file.path(dir, files)
   link <- Sys.readlink(paths)
   plain <- !is.na(link) & !nzchar(link) & !dir.exists(paths)

@@ -71,6 +71,7 @@
 .scalar_value <- function(x) {
   if (is.na(x) && !is.nan(x)) return(structure(list(), names = character()))
   if (inherits(x, "glia_int")) return(list(intValue = sprintf("%.0f", unclass(x))))
+  if (inherits(x, "glia_int_text")) return(list(intValue = unclass(x)))
   if (is.logical(x)) return(list(boolValue = x))
   if (is.integer(x)) return(list(intValue = as.character(x)))
   if (is.numeric(x)) {
@@ -86,7 +87,7 @@
 # value. Factors, dates and other classed vectors are sent as their formatted strings.
 .any_value <- function(x) {
   if (is.factor(x)) x <- as.character(x)
-  if (!inherits(x, c("glia_int", "glia_double")) && is.object(x)) x <- format(x)
+  if (!inherits(x, c("glia_int", "glia_double", "glia_int_text")) && is.object(x)) x <- format(x)
   if (is.list(x)) return(list(arrayValue = list(values = lapply(unname(x), .any_value))))
   if (is.raw(x)) return(list(bytesValue = jsonlite::base64_enc(x)))
   if (length(x) == 1) return(.scalar_value(x))

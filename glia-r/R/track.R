@@ -175,6 +175,8 @@ print.glia_tracker <- function(x, ...) {
     .glia$open <- c(.glia$open, list(run))
     run$start <- .snapshot()
     run$start_unix_nano <- .unix_nano(run$start$time)
+    # After the start is taken: the start record carries exactly the final span's start time and span id.
+    .live_run_started(run)
     run
   }, "starting a run")
 }
@@ -213,6 +215,7 @@ print.glia_tracker <- function(x, ...) {
   run$ended <- TRUE
   .safely({
     end <- .snapshot()
+    .live_run_ended(run)
     peak <- .memory_peak(run)
     .glia$open <- Filter(function(other) !identical(other, run), .glia$open)
     # The enclosing runs reset nothing here, but they must still see this run's peak if a later run resets.

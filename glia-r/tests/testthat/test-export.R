@@ -23,7 +23,8 @@ test_that("with the endpoint down the run is spooled in the shared format", {
   expect_identical(value, 7)
   files <- spool_files(dir)
   expect_length(files, 1)
-  expect_match(files, sprintf("^[0-9]{19}-%d-[0-9a-f]+\\.json$", Sys.getpid()))
+  # named by its signal first, as the Python client names its files: `glia flush` posts it to /v1/traces
+  expect_match(files, sprintf("^traces-[0-9]{19}-%d-[0-9a-f]+\\.json$", Sys.getpid()))
   request <- jsonlite::fromJSON(file.path(dir, files), simplifyVector = FALSE)
   expect_otlp_request(request)
   expect_identical(span_of(request)$name, "offline")
@@ -52,6 +53,19 @@ test_that("the spool keeps under its size bound by dropping the oldest files", {
   expect_identical(length(files), 3L)
   expect_false(any(grepl("0001-1-aa", files)))
   expect_false(any(grepl("\\.tmp$", files)))
+})
+
+test_that("the size bound drops the oldest by the time in the name, whatever the signal prefix", {
+  dir <- tempfile("spool")
+  dir.create(dir)
+  # oldest first: an unprefixed file of an older client, then prefixed ones that sort after it by name
+  names <- c("1700000000000000001-1-aa.json", "traces-1700000000000000002-1-aa.json",
+             "logs-1700000000000000003-1-aa.pb.gz", "metrics-1700000000000000004-1-aa.pb")
+  for (name in names) writeBin(raw(1000), file.path(dir, name))
+  settings <- list(spool_dir = dir, spool_max_bytes = 3500, endpoint = "http://x")
+  path <- glia:::.spool_write(strrep("x", 1000), settings)
+  expect_match(basename(path), "^traces-[0-9]{19}-")
+  expect_setequal(spool_files(dir), c(names[3:4], basename(path)))
 })
 
 test_that("endpoint settings follow the OTEL precedence", {
