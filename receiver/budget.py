@@ -26,6 +26,11 @@ class DecodeBudget:
         self.used = 0
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for their share now (a waiter that gave up stays in the queue, done, until it is served)."""
+        return sum(1 for _, granted in self._waiting if not granted.done())
+
     @contextlib.asynccontextmanager
     async def hold(self, size: int, wait: float) -> AsyncIterator[None]:
         """Hold `size` bytes of the budget for the block; Unavailable when they cannot be had within `wait` s."""

@@ -160,7 +160,7 @@ class ReceiverMetrics:
         self.pool_max.set(most)
         self.decode_bytes.set(budget.used)
         self.decode_capacity.set(budget.capacity)
-        self.decode_waiting.set(_budget_waiters(budget))
+        self.decode_waiting.set(budget.waiting)
         if idle or size < most:
             await self._read_partitions(db, reads)
         return generate_latest(self.registry)
@@ -184,11 +184,6 @@ class ReceiverMetrics:
         self._read_failing = False
         for row in rows:
             self.partitions_ahead.labels(row["table_name"]).set(row["months"])
-
-
-def _budget_waiters(budget: DecodeBudget) -> int:
-    # the budget's queue of waiters, left there by requests that gave up (their future cancelled) until it is served
-    return sum(1 for _, granted in budget._waiting if not granted.done())
 
 
 class MeteredDatabase(Database):
