@@ -233,7 +233,7 @@ def test_endpoint_down_spools_and_flush_delivers_once(
     assert "spooled" in result.stderr
     files = spool_files(tmp_path)
     assert len(files) == 2  # one request per run: the script and its nested fit
-    assert all(re.fullmatch(r"\d{19}-\d+-[0-9a-f]+\.json", f) for f in files)
+    assert all(re.fullmatch(r"traces-\d{19}-\d+-[0-9a-f]+\.json", f) for f in files), files
     assert elapsed < 30
     # private from the start: what `glia flush` accepts (the user's own directory and plain 0600 files)
     assert stat.S_IMODE((tmp_path / "spool").stat().st_mode) == 0o700
