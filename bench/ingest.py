@@ -1,7 +1,7 @@
 """Ingest throughput, two measurements against one dedicated embedded PostgreSQL (a temporary data directory):
 
     uv run python bench/ingest.py [--spans 200000] [--batch 512 --batch 8192] [--concurrency 4]
-                                  [--one-span 30000] [--connections 32] [--only batches|one-span]
+                                  [--one-span 30000] [--connections 32] [--only batches|one-span|live]
 
 - batches: OTLP/HTTP protobuf batches through the receiver versus asyncpg COPY straight into the same `spans`
   table. The baseline COPYs the rows the receiver would have made; the receiver runs as its own process
@@ -11,6 +11,10 @@
   requests through the receiver versus the trivial-handler ceiling, a raw ASGI app answering 200 with an empty body
   in one uvicorn process, both hit in turn by the same fast client (bench/loadgen.py: raw sockets, keep-alive, its
   own process) over the same number of connections. Every span is counted in PostgreSQL.
+- live mix (`--only live`): records/s through the receiver when a third of them are final spans and the rest the
+  start records and heartbeats of the same runs (docs/attributes.md, "Live runs": one start record and one heartbeat
+  a run, in earlier requests than its final span), versus the same number of records that are all final spans, in
+  the same batch size, side by side in one run, alternating. Each run must end as exactly one final row.
 """
 
 from __future__ import annotations
@@ -73,6 +77,96 @@ def make_batches(total: int, batch: int, seed: int) -> list[bytes]:
                     kv.key, kv.value.string_value = f"attr.str{i}", f"value-{made % 97}-{i}"
         bodies.append(gzip.compress(request.SerializeToString(), compresslevel=1))
     return bodies
+
+
+def _add_span(ss: object, run: int, seed: int, now: int, state: str | None) -> None:
+    """One record of run `run`: its final span (`state` None), or its start record or a heartbeat."""
+    span = ss.spans.add()  # type: ignore[attr-defined]
+    span.trace_id = (seed << 64 | run).to_bytes(16, "big")
+    span.span_id = run.to_bytes(8, "big")
+    span.name = f"task-{run % 50}"
+    span.start_time_unix_nano = now - 10_000_000 + run
+    span.end_time_unix_nano = 0 if state else span.start_time_unix_nano + 1_000_000
+    for i in range(10):
+        kv = span.attributes.add()
+        if i % 2:
+            kv.key, kv.value.int_value = f"attr.int{i}", run * i
+        else:
+            kv.key, kv.value.string_value = f"attr.str{i}", f"value-{run % 97}-{i}"
+    if state:
+        extra: list[tuple[str, object]] = [("glia.run.state", state), ("glia.run.heartbeat_unix_nano", now + run)]
+        if state == "running":
+            extra += [("glia.memory.rss_bytes", 50_000_000 + run), ("glia.cpu.user_seconds", 0.5)]
+        for key, value in extra:
+            kv = span.attributes.add()
+            kv.key = key
+            if isinstance(value, str):
+                kv.value.string_value = value
+            elif isinstance(value, float):
+                kv.value.double_value = value
+            else:
+                kv.value.int_value = int(value)  # type: ignore[call-overload]
+
+
+def make_live_batches(total: int, batch: int, seed: int) -> tuple[list[bytes], int]:
+    """`total` records in requests of `batch`: for each run its start record, then a heartbeat a window later, then
+    its final span a window after that (windows of `batch` runs), so a run's records arrive in different requests
+    and the receiver merges each into its row. Returns (bodies, runs)."""
+    runs = total // 3
+    now = time.time_ns()
+    stream: list[tuple[int, str | None]] = []
+    window = batch
+    for w in range(0, runs + 2 * window, window):
+        stream += [(r, "started") for r in range(w, min(w + window, runs))]
+        stream += [(r, "running") for r in range(max(w - window, 0), min(w, runs))]
+        stream += [(r, None) for r in range(max(w - 2 * window, 0), min(w - window, runs))]
+    bodies = []
+    for i in range(0, len(stream), batch):
+        request = ExportTraceServiceRequest()
+        rs = request.resource_spans.add()
+        for key, value in (("service.name", "bench"), ("host.name", "bench-host"), ("process.owner", "ada")):
+            kv = rs.resource.attributes.add()
+            kv.key, kv.value.string_value = key, value
+        ss = rs.scope_spans.add()
+        ss.scope.name = "bench"
+        for run, state in stream[i : i + batch]:
+            _add_span(ss, run + 1, seed, now, state)
+        bodies.append(gzip.compress(request.SerializeToString(), compresslevel=1))
+    return bodies, runs
+
+
+def measure_live(url: str, args: argparse.Namespace) -> None:
+    """Records/s with live records mixed in vs all final spans, same batch, alternating, `args.rounds` rounds."""
+    batch = (args.batch or [512])[0]
+    total = args.spans - args.spans % 3
+    print(f"live mix: {total} records a measurement, {batch} a request, {args.concurrency} concurrent clients")
+    header = f"{'round':<7}{'all final, records/s':>22}{'live mix, records/s':>22}{'runs/s':>10}{'ratio':>8}"
+    print(header)
+    print("-" * len(header))
+    ratios = []
+    for round_ in range(1, args.rounds + 1):
+        final_bodies = make_batches(total, batch, seed=5000 + round_)
+        live_bodies, runs = make_live_batches(total, batch, seed=6000 + round_)
+        rates = {}
+        for label, bodies, rows in (("final", final_bodies, total), ("live", live_bodies, runs)):
+            proc = start_receiver(url, args.port)
+            try:
+                seconds = asyncio.run(post_all(f"http://127.0.0.1:{args.port}/v1/traces", bodies, args.concurrency))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            stored, ended = asyncio.run(_count_ended(url))
+            assert stored == rows == ended, f"{label}: {stored} rows, {ended} ended, expected {rows}"
+            asyncio.run(_truncate(url))
+            rates[label] = total / seconds
+        ratio = rates["live"] / rates["final"]
+        ratios.append(ratio)
+        print(
+            f"{round_:<7}{rates['final']:>22,.0f}{rates['live']:>22,.0f}{rates['live'] / 3:>10,.0f}{ratio:>8.2f}",
+            flush=True,
+        )
+    print(f"live mix ratio (target >= 0.80): median {sorted(ratios)[len(ratios) // 2]:.2f}")
+    print("(every run ended as one row with its end time, checked in PostgreSQL)\n")
 
 
 async def copy_baseline(url: str, bodies: list[bytes], table: str = "spans") -> tuple[int, float]:
@@ -259,7 +353,7 @@ def main() -> None:
     parser.add_argument("--one-span", type=int, default=30_000, help="one-span requests per measurement")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections, one-span case")
     parser.add_argument("--rounds", type=int, default=2, help="one-span measurements, each beside its ceiling")
-    parser.add_argument("--only", choices=("batches", "one-span"))
+    parser.add_argument("--only", choices=("batches", "one-span", "live"))
     parser.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_trivial:
@@ -275,6 +369,9 @@ def main() -> None:
         url = pg.start()
         upgrade(url)
         print(f"PostgreSQL: embedded, {data_dir}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}\n")
+        if args.only == "live":
+            measure_live(url, args)
+            return
         if args.only != "batches":
             print(f"one-span requests: {args.one_span} a measurement, {args.connections} keep-alive connections")
             ratios = [measure_one_span(url, args, work, round_) for round_ in range(1, args.rounds + 1)]
@@ -343,6 +440,16 @@ async def _count(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
         return int(await conn.fetchval("SELECT count(*) FROM spans"))
+    finally:
+        await conn.close()
+
+
+async def _count_ended(url: str) -> tuple[int, int]:
+    conn = await asyncpg.connect(url)
+    try:
+        row = await conn.fetchrow("SELECT count(*) AS n, count(end_time) AS ended FROM spans")
+        assert row is not None
+        return int(row["n"]), int(row["ended"])
     finally:
         await conn.close()
 
