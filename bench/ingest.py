@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -48,40 +49,21 @@ from receiver.embedded import EmbeddedPostgres  # noqa: E402
 from receiver.migrate import upgrade  # noqa: E402
 
 
-def make_batches(total: int, batch: int, seed: int) -> list[bytes]:
-    """Serialised ExportTraceServiceRequests with unique ids, `batch` spans each, 10 attributes a span."""
-    bodies = []
-    now = time.time_ns()
-    made = 0
-    while made < total:
-        request = ExportTraceServiceRequest()
-        rs = request.resource_spans.add()
-        for key, value in (("service.name", "bench"), ("host.name", "bench-host"), ("process.owner", "ada")):
-            kv = rs.resource.attributes.add()
-            kv.key, kv.value.string_value = key, value
-        ss = rs.scope_spans.add()
-        ss.scope.name = "bench"
-        for _ in range(min(batch, total - made)):
-            made += 1
-            span = ss.spans.add()
-            span.trace_id = (seed << 64 | made).to_bytes(16, "big")
-            span.span_id = made.to_bytes(8, "big")
-            span.name = f"task-{made % 50}"
-            span.start_time_unix_nano = now - 10_000_000 + made
-            span.end_time_unix_nano = span.start_time_unix_nano + 1_000_000
-            for i in range(10):
-                kv = span.attributes.add()
-                if i % 2:
-                    kv.key, kv.value.int_value = f"attr.int{i}", made * i
-                else:
-                    kv.key, kv.value.string_value = f"attr.str{i}", f"value-{made % 97}-{i}"
-        bodies.append(gzip.compress(request.SerializeToString(), compresslevel=1))
-    return bodies
+def _request() -> tuple[ExportTraceServiceRequest, Any]:
+    """An empty request with one resource (service, host, owner) and one scope; returns it and its scope spans."""
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    for key, value in (("service.name", "bench"), ("host.name", "bench-host"), ("process.owner", "ada")):
+        kv = rs.resource.attributes.add()
+        kv.key, kv.value.string_value = key, value
+    ss = rs.scope_spans.add()
+    ss.scope.name = "bench"
+    return request, ss
 
 
-def _add_span(ss: object, run: int, seed: int, now: int, state: str | None) -> None:
-    """One record of run `run`: its final span (`state` None), or its start record or a heartbeat."""
-    span = ss.spans.add()  # type: ignore[attr-defined]
+def _add_span(ss: Any, run: int, seed: int, now: int, state: str | None) -> None:
+    """One record of run `run`, 10 attributes: its final span (`state` None), or its start record or a heartbeat."""
+    span = ss.spans.add()
     span.trace_id = (seed << 64 | run).to_bytes(16, "big")
     span.span_id = run.to_bytes(8, "big")
     span.name = f"task-{run % 50}"
@@ -94,7 +76,10 @@ def _add_span(ss: object, run: int, seed: int, now: int, state: str | None) -> N
         else:
             kv.key, kv.value.string_value = f"attr.str{i}", f"value-{run % 97}-{i}"
     if state:
-        extra: list[tuple[str, object]] = [("glia.run.state", state), ("glia.run.heartbeat_unix_nano", now + run)]
+        extra: list[tuple[str, str | int | float]] = [
+            ("glia.run.state", state),
+            ("glia.run.heartbeat_unix_nano", now + run),
+        ]
         if state == "running":
             extra += [("glia.memory.rss_bytes", 50_000_000 + run), ("glia.cpu.user_seconds", 0.5)]
         for key, value in extra:
@@ -105,7 +90,21 @@ def _add_span(ss: object, run: int, seed: int, now: int, state: str | None) -> N
             elif isinstance(value, float):
                 kv.value.double_value = value
             else:
-                kv.value.int_value = int(value)  # type: ignore[call-overload]
+                kv.value.int_value = value
+
+
+def make_batches(total: int, batch: int, seed: int) -> list[bytes]:
+    """Serialised ExportTraceServiceRequests with unique ids, `batch` spans each, 10 attributes a span."""
+    bodies = []
+    now = time.time_ns()
+    made = 0
+    while made < total:
+        request, ss = _request()
+        for _ in range(min(batch, total - made)):
+            made += 1
+            _add_span(ss, made, seed, now, None)
+        bodies.append(gzip.compress(request.SerializeToString(), compresslevel=1))
+    return bodies
 
 
 def make_live_batches(total: int, batch: int, seed: int) -> tuple[list[bytes], int]:
@@ -122,13 +121,7 @@ def make_live_batches(total: int, batch: int, seed: int) -> tuple[list[bytes], i
         stream += [(r, None) for r in range(max(w - 2 * window, 0), min(w - window, runs))]
     bodies = []
     for i in range(0, len(stream), batch):
-        request = ExportTraceServiceRequest()
-        rs = request.resource_spans.add()
-        for key, value in (("service.name", "bench"), ("host.name", "bench-host"), ("process.owner", "ada")):
-            kv = rs.resource.attributes.add()
-            kv.key, kv.value.string_value = key, value
-        ss = rs.scope_spans.add()
-        ss.scope.name = "bench"
+        request, ss = _request()
         for run, state in stream[i : i + batch]:
             _add_span(ss, run + 1, seed, now, state)
         bodies.append(gzip.compress(request.SerializeToString(), compresslevel=1))
@@ -392,16 +385,9 @@ def main() -> None:
             copy_rate = rows / copy_seconds
             print(f"{f'asyncpg COPY (the same {rows} rows)':<34}{copy_rate:>10,.0f}{'1.00':>9}")
 
-            env = {**os.environ, "GLIA_DATABASE_URL": url, "GLIA_LOG_LEVEL": "warning"}
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "glia_otel._cli", "serve", "--port", str(args.port)],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-            )
+            proc = start_receiver(url, args.port)
             try:
                 endpoint = f"http://127.0.0.1:{args.port}"
-                wait_ready(endpoint, proc)
                 sampler = RssSampler(proc.pid)
                 sampler.start()
                 seconds = asyncio.run(post_all(endpoint + "/v1/traces", bodies, args.concurrency))
