@@ -3,13 +3,14 @@
 -- name: run_logs
 -- The newest $3 log records of the run's spans (trace $1, span ids $2: the run and the spans shown below it),
 -- newest first (the caller turns them round: newest last); $4 is the value limit ($V), $5 the attributes budget.
+-- `time` holds microseconds: records closer than that (a burst of stderr lines) are ordered by their nanoseconds.
 SELECT r.time, r.severity_number, left(r.severity_text, $4 + 1) AS severity_text,
        left(r.body #>> '{}', $4 + 1) AS body, left(r.event_name, $4 + 1) AS event_name, r.span_id,
        bag.attributes, bag.attributes_dropped
 FROM (
     SELECT * FROM log_records
     WHERE trace_id = $1 AND span_id = ANY ($2::text[])
-    ORDER BY time DESC, record_id
+    ORDER BY time DESC, coalesce(time_unix_nano, observed_time_unix_nano) DESC, record_id
     LIMIT $3
 ) r
 CROSS JOIN LATERAL (
@@ -27,7 +28,7 @@ CROSS JOIN LATERAL (
         ) cut
     ) sized
 ) bag
-ORDER BY r.time DESC, r.record_id;
+ORDER BY r.time DESC, coalesce(r.time_unix_nano, r.observed_time_unix_nano) DESC, r.record_id;
 
 -- name: run_exceptions
 -- The `exception` events of the run (trace $1, span $2, its copy starting at $3), in the order recorded, at most

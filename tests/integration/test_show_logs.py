@@ -117,7 +117,7 @@ def test_the_logs_shown_are_the_newest_200(
     env = client_env(receiver.url, tmp_path / "spool")
     assert glia_run(["--name", "chatty", "--", "true"], env).returncode == 0
     (run,) = sql("SELECT trace_id, span_id, start_time_unix_nano AS t FROM spans")
-    post_records(receiver, run["trace_id"], run["span_id"], [(run["t"] + i * 1000, f"line {i}", 9) for i in range(250)])
+    post_records(receiver, run["trace_id"], run["span_id"], [(run["t"] + i * 400, f"line {i}", 9) for i in range(250)])
     code, out, _ = glia(capsys, "show", run["span_id"], "--database-url", database_url)
     assert code == 0
     lines = out.splitlines()
