@@ -38,6 +38,32 @@ GLIA = str(Path(sys.executable).with_name("glia"))
 # --- client processes -----------------------------------------------------------------------------------------
 
 
+def r_env(tmp_path: Path, endpoint: str | None, **extra: str) -> dict[str, str]:
+    """The environment of an R run: the caller's, minus any OTEL_/GLIA_/SLURM_ settings and trace context; the spool
+    in `tmp_path`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OTEL_", "GLIA_", "SLURM_")) and k not in ("TRACEPARENT", "TRACESTATE")
+    }
+    env["GLIA_SPOOL_DIR"] = str(tmp_path / "spool")
+    if endpoint is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    env.update(extra)
+    return env
+
+
+def poll(check: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
+    """The first truthy value of `check()`, tried every `step` s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"not within {timeout} s")
+
+
 def client_env(endpoint: str | None, spool: Path, **extra: str) -> dict[str, str]:
     """A clean environment for a client process: no inherited OTEL_/GLIA_/TRACEPARENT settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GLIA_")) and k != "TRACEPARENT"}

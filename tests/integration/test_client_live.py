@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import httpx
 from receiver import maintenance
 from receiver.database import Database, create_pool
 from tests.conftest import ReceiverServer
-from tests.helpers import GLIA, Sql, client_env, glia_run
+from tests.helpers import GLIA, Sql, client_env, glia_run, poll
 
 HEARTBEAT_MS = "300"
 
@@ -31,16 +30,6 @@ def live_env(receiver: ReceiverServer, tmp_path: Path, **extra: str) -> dict[str
     return client_env(
         receiver.url, tmp_path / "spool", GLIA_HEARTBEAT_INTERVAL_MS=HEARTBEAT_MS, OTEL_METRICS_EXPORTER="none", **extra
     )
-
-
-def wait_for(check: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def sweep(url: str, lost_after: float) -> list[tuple[str, str]] | None:
@@ -71,7 +60,7 @@ def test_a_3_s_glia_run_is_running_within_2_s_then_one_final_row(
         env=env,
     )
     try:
-        (row,) = wait_for(lambda: [r for r in runs(sql) if r["status"] == "running"], 2.5)
+        (row,) = poll(lambda: [r for r in runs(sql) if r["status"] == "running"], 2.5)
         seen = time.monotonic() - started
         assert seen < 2.0, f"running after {seen:.2f} s"
         assert row["run_name"] == "align" and row["ended_at"] is None and row["wall_seconds"] is None
@@ -79,7 +68,7 @@ def test_a_3_s_glia_run_is_running_within_2_s_then_one_final_row(
         (attrs,) = sql("SELECT attributes->>'sample' AS sample, run_kind FROM spans")
         assert attrs == {"sample": "S1", "run_kind": "command"}
         # heartbeats bring the tree's memory and CPU while it runs
-        wait_for(lambda: runs(sql)[0]["last_rss_bytes"], 2.0)
+        poll(lambda: runs(sql)[0]["last_rss_bytes"], 2.0)
         assert proc.wait(timeout=10) == 4
     finally:
         proc.kill()
@@ -136,7 +125,7 @@ def test_sigkill_of_glia_run_itself_leaves_a_lost_run_with_its_last_figures(
         [GLIA, "run", "--", sys.executable, "-c", code, str(pid_file)], env=live_env(receiver, tmp_path)
     )
     try:
-        wait_for(lambda: [r for r in runs(sql) if r["last_rss_bytes"]], 5.0)
+        poll(lambda: [r for r in runs(sql) if r["last_rss_bytes"]], 5.0)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
@@ -175,7 +164,7 @@ def test_a_track_block_is_running_then_final_and_lost_after_sigkill(
     started = time.monotonic()
     with subprocess.Popen([sys.executable, str(script), "2.5"], env=env, stdout=subprocess.DEVNULL) as proc:
         try:
-            wait_for(lambda: [r for r in runs(sql) if r["status"] == "running"], 3.0)
+            poll(lambda: [r for r in runs(sql) if r["status"] == "running"], 3.0)
             assert time.monotonic() - started < 2.0 + 0.5  # the interpreter's start-up before the block counts too
             assert proc.wait(timeout=20) == 0
         finally:
@@ -189,7 +178,7 @@ def test_a_track_block_is_running_then_final_and_lost_after_sigkill(
     with subprocess.Popen([sys.executable, str(script), "60"], env=env, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "inside"
-            wait_for(lambda: [r for r in runs(sql) if r["last_rss_bytes"]], 5.0)
+            poll(lambda: [r for r in runs(sql) if r["last_rss_bytes"]], 5.0)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
-import os
 import re
 import shutil
 import socket
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO, ReceiverServer, need
+from tests.helpers import r_env
 
 Sql = Callable[..., list[dict[str, Any]]]
 
@@ -47,9 +47,7 @@ def _r_problem() -> str | None:
     """Why the R client cannot be exercised here, or None when it can."""
     if shutil.which("Rscript") is None:
         return "Rscript is not installed (run .ci/install-r.sh)"
-    probe = subprocess.run(
-        ["Rscript", "-e", "library(glia)"], capture_output=True, text=True, timeout=60, check=False
-    )
+    probe = subprocess.run(["Rscript", "-e", "library(glia)"], capture_output=True, text=True, timeout=60, check=False)
     if probe.returncode != 0:
         return f"the glia R package is not installed (run .ci/install-r.sh): {probe.stderr.strip()[-300:]}"
     return None
@@ -61,24 +59,8 @@ def _need_r() -> None:
     need(problem is None, problem or "")
 
 
-def r_env(tmp_path: Path, endpoint: str | None, **extra: str) -> dict[str, str]:
-    """The environment of an R run: the caller's, minus any OTEL_/GLIA_ settings and trace context."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OTEL_", "GLIA_")) and k not in ("TRACEPARENT", "TRACESTATE")
-    }
-    env["GLIA_SPOOL_DIR"] = str(tmp_path / "spool")
-    if endpoint is not None:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
-    env.update(extra)
-    return env
-
-
 def run(cmd: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO
-    )
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO)
 
 
 def glia_cli(*args: str) -> list[str]:
@@ -207,9 +189,7 @@ def test_error_marks_the_run_and_exits_nonzero(receiver: ReceiverServer, sql: Sq
 
 
 def test_under_glia_run_the_script_is_a_child(receiver: ReceiverServer, sql: Sql, tmp_path: Path) -> None:
-    result = run(
-        glia_cli("run", "--", "Rscript", str(EXAMPLE), "--alloc-mib", "20"), r_env(tmp_path, receiver.url)
-    )
+    result = run(glia_cli("run", "--", "Rscript", str(EXAMPLE), "--alloc-mib", "20"), r_env(tmp_path, receiver.url))
     assert result.returncode == 0, result.stderr
     rows = spans(sql)
     command = next(r for r in rows if r["run_kind"] == "command")
@@ -221,9 +201,7 @@ def test_under_glia_run_the_script_is_a_child(receiver: ReceiverServer, sql: Sql
     assert command["script_sha256"] == root["script_sha256"]
 
 
-def test_endpoint_down_spools_and_flush_delivers_once(
-    receiver: ReceiverServer, sql: Sql, tmp_path: Path
-) -> None:
+def test_endpoint_down_spools_and_flush_delivers_once(receiver: ReceiverServer, sql: Sql, tmp_path: Path) -> None:
     receiver.stop()
     env = r_env(tmp_path, receiver.url)
     started = time.monotonic()
@@ -241,16 +219,12 @@ def test_endpoint_down_spools_and_flush_delivers_once(
 
     receiver.start()
     for _ in range(2):
-        flushed = run(
-            glia_cli("flush", "--spool-dir", str(tmp_path / "spool"), "--endpoint", receiver.url), env
-        )
+        flushed = run(glia_cli("flush", "--spool-dir", str(tmp_path / "spool"), "--endpoint", receiver.url), env)
         assert flushed.returncode == 0, flushed.stderr
         assert spool_files(tmp_path) == []
     rows = spans(sql)
     assert sorted(r["name"] for r in rows) == ["example", "fit"]
     assert next(r for r in rows if r["name"] == "example")["attributes"]["dataset"] == "cars"
-
-
 
 
 def test_a_spool_others_can_write_is_refused_by_r_and_by_flush(

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO, ReceiverServer, need
-from tests.helpers import Sql
+from tests.helpers import Sql, poll, r_env
 
 HEARTBEAT_MS = "300"
 
@@ -62,18 +62,10 @@ def _need_r() -> None:
     need(probe.returncode == 0, f"the glia R package is not installed (.ci/install-r.sh): {probe.stderr}")
 
 
-def r_env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OTEL_", "GLIA_", "SLURM_")) and k not in ("TRACEPARENT", "TRACESTATE")
-    }
-    env["GLIA_SPOOL_DIR"] = str(tmp_path / "spool")
-    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
-    env["GLIA_EXPORT_DEADLINE_MS"] = "5000"  # a loaded test machine
-    env["GLIA_HEARTBEAT_INTERVAL_MS"] = HEARTBEAT_MS
-    env.update(extra)
-    return env
+def live_r_env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
+    # a generous export deadline for a loaded test machine; short heartbeats to keep the tests fast
+    settings = {"GLIA_EXPORT_DEADLINE_MS": "5000", "GLIA_HEARTBEAT_INTERVAL_MS": HEARTBEAT_MS, **extra}
+    return r_env(tmp_path, endpoint, **settings)
 
 
 def script(tmp_path: Path) -> Path:
@@ -100,16 +92,6 @@ def inside(proc: subprocess.Popen[str]) -> tuple[float, int, Path]:
     assert line.startswith("inside"), line + (proc.stderr.read() if proc.stderr else "")
     _, pid, tmp = line.split()
     return time.monotonic(), int(pid), Path(tmp)
-
-
-def wait_for(check: Callable[[], Any], timeout: float, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
 
 
 def runs(sql: Sql) -> list[dict[str, Any]]:
@@ -139,7 +121,7 @@ def alive(pid: int) -> bool:
 def watcher_pid(tmp: Path, r_pid: int) -> int:
     """The pid the R process's watcher wrote once it was up."""
     ready = tmp / f"glia-live-{r_pid}" / "ready"
-    return int(wait_for(lambda: ready.exists() and ready.read_text().strip(), 3.0))
+    return int(poll(lambda: ready.exists() and ready.read_text().strip(), 3.0))
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[str, str]:
@@ -159,11 +141,11 @@ def stop(proc: subprocess.Popen[str]) -> None:
 def test_a_long_block_is_running_within_2_s_then_one_final_row(
     tmp_path: Path, receiver: ReceiverServer, sql: Sql
 ) -> None:
-    env = r_env(tmp_path, receiver.url, SLURM_JOB_ID="4242", OTEL_RESOURCE_ATTRIBUTES="glia.workflow.run_id=wf-7")
+    env = live_r_env(tmp_path, receiver.url, SLURM_JOB_ID="4242", OTEL_RESOURCE_ATTRIBUTES="glia.workflow.run_id=wf-7")
     proc = start_r(tmp_path, env, 3.0)
     try:
         began, _, _ = inside(proc)
-        (row,) = wait_for(lambda: [r for r in runs(sql) if r["status"] == "running"], 3.0)
+        (row,) = poll(lambda: [r for r in runs(sql) if r["status"] == "running"], 3.0)
         seen = time.monotonic() - began
         assert seen < 2.0, f"running after {seen:.2f} s"
         # what is known at start
@@ -175,7 +157,7 @@ def test_a_long_block_is_running_within_2_s_then_one_final_row(
         assert sql("SELECT attributes->'epochs' AS epochs FROM spans") == [{"epochs": "3"}]
         running = row
         # heartbeats bring the R process's memory (48 MB allocated in the block) and CPU while it runs
-        beat = wait_for(lambda: [r for r in runs(sql) if (r["last_rss_bytes"] or 0) >= 48 << 20], 3.0)[0]
+        beat = poll(lambda: [r for r in runs(sql) if (r["last_rss_bytes"] or 0) >= 48 << 20], 3.0)[0]
         assert beat["cpu_seconds"] is not None and beat["cpu_seconds"] >= 0
         out, err = finish(proc)
     finally:
@@ -199,7 +181,7 @@ def test_a_long_block_is_running_within_2_s_then_one_final_row(
 def test_a_block_ending_within_a_second_sends_no_start_record(
     tmp_path: Path, receiver: ReceiverServer, sql: Sql
 ) -> None:
-    env = r_env(tmp_path, receiver.url)
+    env = live_r_env(tmp_path, receiver.url)
     out, err = finish(start_r(tmp_path, env, 0.5))
     assert "exit-cost" in out, err
     (row,) = runs(sql)
@@ -215,23 +197,23 @@ def test_sigkill_of_r_inside_a_block_leaves_a_lost_run_and_no_watcher(
     tmp_path: Path, receiver_factory: Callable[..., ReceiverServer], sql: Sql
 ) -> None:
     receiver = receiver_factory(lost_after_seconds=1.0, lost_sweep_seconds=0.2)
-    proc = start_r(tmp_path, r_env(tmp_path, receiver.url), 120.0)
+    proc = start_r(tmp_path, live_r_env(tmp_path, receiver.url), 120.0)
     try:
         _, r_pid, tmp = inside(proc)
         watcher = watcher_pid(tmp, r_pid)
         assert alive(watcher)
-        wait_for(lambda: [r for r in runs(sql) if (r["last_rss_bytes"] or 0) >= 48 << 20], 5.0)
+        poll(lambda: [r for r in runs(sql) if (r["last_rss_bytes"] or 0) >= 48 << 20], 5.0)
         os.kill(r_pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
         stop(proc)
     # the watcher sees its R process gone and exits without another record; it removes its directory
-    wait_for(lambda: not alive(watcher), 3.0)
+    poll(lambda: not alive(watcher), 3.0)
     assert not (tmp / f"glia-live-{r_pid}").exists()
     (row,) = runs(sql)
     assert row["status"] in ("running", "lost")
     # no heartbeat comes any more: the receiver's own sweep marks it lost, with its last memory and CPU
-    (row,) = wait_for(lambda: [r for r in runs(sql) if r["status"] == "lost"], 10.0)
+    (row,) = poll(lambda: [r for r in runs(sql) if r["status"] == "lost"], 10.0)
     assert row["run_name"] == "train" and row["ended_at"] is None
     assert row["last_rss_bytes"] >= 48 << 20 and row["cpu_seconds"] is not None
     time.sleep(1.0)
@@ -239,14 +221,14 @@ def test_sigkill_of_r_inside_a_block_leaves_a_lost_run_and_no_watcher(
 
 
 def test_the_watcher_exits_once_no_block_is_open(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
-    proc = start_r(tmp_path, r_env(tmp_path, receiver.url), 1.3, after=12.0)
+    proc = start_r(tmp_path, live_r_env(tmp_path, receiver.url), 1.3, after=12.0)
     try:
         _, r_pid, tmp = inside(proc)
         watcher = watcher_pid(tmp, r_pid)
         assert proc.stdout is not None and proc.stdout.readline().strip().startswith("exit-cost")
         assert proc.stdout.readline().strip() == "after"
         # the block has ended; R lives on: the watcher leaves a few seconds later, R still running
-        wait_for(lambda: not alive(watcher), 9.0, step=0.2)
+        poll(lambda: not alive(watcher), 9.0, step=0.2)
         assert proc.poll() is None
     finally:
         stop(proc)
@@ -255,7 +237,7 @@ def test_the_watcher_exits_once_no_block_is_open(tmp_path: Path, receiver: Recei
 
 
 def test_live_status_off_sends_nothing_while_it_runs(tmp_path: Path, receiver: ReceiverServer, sql: Sql) -> None:
-    proc = start_r(tmp_path, r_env(tmp_path, receiver.url, GLIA_LIVE="false"), 1.8)
+    proc = start_r(tmp_path, live_r_env(tmp_path, receiver.url, GLIA_LIVE="false"), 1.8)
     try:
         _, r_pid, tmp = inside(proc)
         time.sleep(1.5)
@@ -270,10 +252,10 @@ def test_live_status_off_sends_nothing_while_it_runs(tmp_path: Path, receiver: R
     assert trace_requests(receiver) == 1
     # the same block with GLIA_LIVE=true is seen running
     sql("DELETE FROM spans")
-    proc = start_r(tmp_path, r_env(tmp_path, receiver.url, GLIA_LIVE="true"), 1.8)
+    proc = start_r(tmp_path, live_r_env(tmp_path, receiver.url, GLIA_LIVE="true"), 1.8)
     try:
         inside(proc)
-        wait_for(lambda: [r for r in runs(sql) if r["status"] == "running"], 3.0)
+        poll(lambda: [r for r in runs(sql) if r["status"] == "running"], 3.0)
         finish(proc)
     finally:
         stop(proc)
@@ -284,7 +266,7 @@ def test_spooled_requests_are_named_traces_and_glia_flush_sends_them(
     tmp_path: Path, receiver: ReceiverServer, sql: Sql
 ) -> None:
     receiver.stop()
-    env = r_env(tmp_path, receiver.url, GLIA_EXPORT_DEADLINE_MS="250")
+    env = live_r_env(tmp_path, receiver.url, GLIA_EXPORT_DEADLINE_MS="250")
     out, err = finish(start_r(tmp_path, env, 1.6))
     assert "exit-cost" in out, err
     assert "spooled" in err, err
