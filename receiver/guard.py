@@ -18,9 +18,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -66,7 +65,8 @@ class SecurityHeaders:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.headers = {"content-security-policy": content_security_policy(), **HEADERS}
+        headers = {"content-security-policy": content_security_policy(), **HEADERS}
+        self.headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -75,9 +75,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in self.headers.items():
-                    headers.setdefault(name, value)
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers += [header for header in self.headers if header[0] not in present]
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -121,12 +122,26 @@ def is_loopback(name: str) -> bool:
     return address is not None and address.is_loopback
 
 
+# How many Host header values a rule remembers its verdict on (every request asks; a client sends one value).
+_VERDICTS = 256
+
+
 @dataclass(frozen=True)
 class HostRule:
     """Which Host headers a receiver bound to `bound` answers, with `listed` (GLIA_ALLOWED_HOSTS) added."""
 
     bound: str
     listed: tuple[str, ...] = ()
+    # worked out once: every request reads them
+    loopback: bool = field(init=False, compare=False)
+    open: bool = field(init=False, compare=False)  # every Host is accepted
+    _verdicts: dict[str, bool] = field(init=False, compare=False, repr=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        loopback = is_loopback(self.bound)
+        # bound elsewhere than loopback with no list, or a `*` in the list
+        object.__setattr__(self, "loopback", loopback)
+        object.__setattr__(self, "open", "*" in self.listed or (not loopback and not self.listed))
 
     @classmethod
     def make(cls, bound: str, listed: Iterable[str]) -> HostRule:
@@ -134,20 +149,21 @@ class HostRule:
         names = tuple(dict.fromkeys(n.strip().lower().rstrip(".") for n in listed if n.strip()))
         return cls(bound.strip("[]").lower(), names)
 
-    @property
-    def loopback(self) -> bool:
-        return is_loopback(self.bound)
-
-    @property
-    def open(self) -> bool:
-        """True when every Host is accepted: bound elsewhere than loopback with no list, or a `*` in the list."""
-        return "*" in self.listed or (not self.loopback and not self.listed)
-
     def allows(self, header: str | None) -> bool:
         """Whether a request with this Host header (None: none, or more than one) is answered."""
         if self.open:
             return True
-        name = host_name(header) if header is not None else None
+        if header is None:
+            return False
+        verdict = self._verdicts.get(header)
+        if verdict is None:
+            if len(self._verdicts) >= _VERDICTS:  # bounded: a client cycling through names cannot grow it
+                self._verdicts.clear()
+            verdict = self._verdicts[header] = self._allows(header)
+        return verdict
+
+    def _allows(self, header: str) -> bool:
+        name = host_name(header)
         if name is None:
             return False
         if is_loopback(name) or name == self.bound:

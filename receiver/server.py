@@ -247,6 +247,7 @@ def config(app: Any, settings: Settings) -> uvicorn.Config:
         ws="none",  # no WebSocket routes; an upgrade would hand the connection to a protocol without these bounds
         log_config=None,
         access_log=False,
+        server_header=False,  # no "server: uvicorn": nothing to gain from naming the stack, a header less to send
         lifespan="on",
         timeout_graceful_shutdown=10,
     )

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from receiver.guard import _VERDICTS as VERDICTS
 from receiver.guard import HostRule, content_security_policy, host_name, is_loopback
 from receiver.ratelog import MAX_ADDRESSES, OTHERS, RateLimitedLog
 from receiver.settings import Settings
@@ -59,6 +60,16 @@ def test_another_bind_answers_to_any_host_unless_listed() -> None:
     assert "receiver (GLIA_ALLOWED_HOSTS)" in rule.refusal("scraper:4318")
     bound = HostRule.make("192.0.2.7", ["lb.example"])
     assert bound.allows("192.0.2.7:4318") and not bound.allows("192.0.2.8")
+
+
+def test_remembered_verdicts_stay_right_and_bounded() -> None:
+    # each Host value's verdict is worked out once; a client sending a new name per request cannot grow the memory
+    rule = HostRule.make("127.0.0.1", ["lb.example"])
+    for i in range(3 * VERDICTS):
+        assert not rule.allows(f"rebind{i}.example:4318")
+        assert rule.allows("localhost:4318") and rule.allows("lb.example")
+        assert len(rule._verdicts) <= VERDICTS
+    assert not rule.allows("rebind0.example:4318") and rule.allows("127.0.0.1")
 
 
 def test_allowed_hosts_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
