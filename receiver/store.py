@@ -240,7 +240,8 @@ class Store:
         if not rows:
             return WriteResult()
         # made before the request queues, as for a request written alone (a cached month costs nothing)
-        await self._ensure_partitions(table.name, set(months))
+        if any((table.name, month) not in self._months for month in months):
+            await self._ensure_partitions(table.name, set(months))
         queue = self._queues[table.name]
         item = _Submitted(rows, asyncio.get_running_loop().create_future())
         queue.waiting.append(item)
