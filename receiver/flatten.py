@@ -524,17 +524,17 @@ def span_chunks(
         for s, ss in enumerate(rs.scopes):
             scope_name, scope_version, scope_cut = _scope_part(ss.scope, limits)
             for n, span in ss.each(report):
-                where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{n}]"
                 try:
                     problem = _span_problem(span, earliest, latest)
                     if problem:
                         raise _Unfit(problem)
                     row, cut = _span_row(span, scope_name, scope_version, resource, limits, scope_cut, now_ns)
                 except _Unfit as exc:
+                    where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{n}]"
                     report.reject(1, f"{where} (name {span.name[:60]!r}): {exc}")
                     continue
                 if cut:
-                    report.warn(_cut_message(where, cut, limits))
+                    report.warn(_cut_message(f"resourceSpans[{r}].scopeSpans[{s}].spans[{n}]", cut, limits))
                 chunk.append(row)
                 if len(chunk) >= size:
                     yield in_key_order(chunk)
@@ -582,13 +582,17 @@ def span_rows(batches: list[ResourceSpans], limits: Limits, now_ns: int) -> Rows
     return out
 
 
+_NO_TRACE_ID, _NO_SPAN_ID = bytes(16), bytes(8)
+
+
 def _span_problem(span: Span, earliest: int, latest: int) -> str | None:
-    if len(span.trace_id) != 16 or not any(span.trace_id):
-        return f"trace_id must be 16 bytes and not all zero (got {len(span.trace_id)} bytes)"
-    if len(span.span_id) != 8 or not any(span.span_id):
-        return f"span_id must be 8 bytes and not all zero (got {len(span.span_id)} bytes)"
-    if span.parent_span_id and len(span.parent_span_id) != 8:
-        return f"parent_span_id must be empty or 8 bytes (got {len(span.parent_span_id)} bytes)"
+    trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or trace_id == _NO_TRACE_ID:
+        return f"trace_id must be 16 bytes and not all zero (got {len(trace_id)} bytes)"
+    if len(span_id) != 8 or span_id == _NO_SPAN_ID:
+        return f"span_id must be 8 bytes and not all zero (got {len(span_id)} bytes)"
+    if parent and len(parent) != 8:
+        return f"parent_span_id must be empty or 8 bytes (got {len(parent)} bytes)"
     start, end = span.start_time_unix_nano, span.end_time_unix_nano
     if not earliest <= start <= latest:
         return (
@@ -601,8 +605,10 @@ def _span_problem(span: Span, earliest: int, latest: int) -> str | None:
         if end < start:
             return f"end_time_unix_nano {end} is before start_time_unix_nano {start}"
         _check("duration_ns", end - start, f"end_time_unix_nano {end}: the duration {end - start} ns")
-    _check("kind", span.kind)
-    _check("status.code", span.status.code)
+    kind, code = span.kind, span.status.code
+    if not SMALLINT_MIN <= kind <= SMALLINT_MAX or not SMALLINT_MIN <= code <= SMALLINT_MAX:  # both smallint
+        _check("kind", kind)
+        _check("status.code", code)
     return None
 
 
@@ -649,9 +655,11 @@ def _span_row(
         if attribute_columns[i] is None:
             attribute_columns[i] = value
     for i, key in _ATTRIBUTE_IDENTIFYING:
-        size = _overlong(attribute_columns[i])
-        if size is not None:
-            raise _Unfit(_over_index_limit(key, size))
+        value = attribute_columns[i]
+        if value is not None and len(value) * 4 > MAX_INDEXED_BYTES:  # _overlong's test, inline: once a column a span
+            size = _overlong(value)
+            if size is not None:
+                raise _Unfit(_over_index_limit(key, size))
     events: list[dict[str, Any]] = []
     for event in span.events or ():
         if len(events) >= limits.max_events:
@@ -678,9 +686,15 @@ def _span_row(
         if converter.dropped:
             shown += f" + {converter.dropped} dropped here"
         _check("dropped_attributes_count", dropped, shown)
-    name = converter.text(span.name, "span.name")
-    status_message = converter.text(span.status.message, "span.status.message") or None
-    trace_state = converter.text(span.trace_state, "span.trace_state") or None
+    status = span.status
+    name, status_message, trace_state = span.name, status.message, span.trace_state
+    short = limits.max_value_bytes // 4  # as in _Bag.convert: text() would give these back unchanged
+    if len(name) > short or "\x00" in name:
+        name = converter.text(name, "span.name")
+    if status_message and (len(status_message) > short or "\x00" in status_message):
+        status_message = converter.text(status_message, "span.status.message")
+    if trace_state and (len(trace_state) > short or "\x00" in trace_state):
+        trace_state = converter.text(trace_state, "span.trace_state")
     cut = converter.truncated_keys
     if scope_cut or resource.cut:
         cut = [*cut, *scope_cut, *resource.cut]
@@ -691,11 +705,11 @@ def _span_row(
         span.span_id.hex(),
         _time(start),
         span.parent_span_id.hex() or None,
-        trace_state,
+        trace_state or None,
         name,
         span.kind,
-        span.status.code,
-        status_message,
+        status.code,
+        status_message or None,
         end_time,
         start,
         duration,
