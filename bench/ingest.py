@@ -1,12 +1,14 @@
 """Ingest throughput, two measurements against one dedicated embedded PostgreSQL (a temporary data directory):
 
     uv run python bench/ingest.py [--spans 200000] [--batch 512 --batch 8192] [--concurrency 4]
-                                  [--one-span 30000] [--connections 32] [--only batches|one-span|live]
+                                  [--workers 1 --workers 2] [--one-span 30000] [--connections 32]
+                                  [--only batches|one-span|live]
 
 - batches: OTLP/HTTP protobuf batches through the receiver versus asyncpg COPY straight into the same `spans`
   table. The baseline COPYs the rows the receiver would have made; the receiver runs as its own process
   (`glia serve --database-url`), and the benchmark POSTs pre-serialised batches (10 attributes a span) until the
-  target number of spans is stored. It prints spans/s, the ratio to COPY, and the receiver's RSS over the run.
+  target number of spans is stored. It prints spans/s, the ratio to COPY, and the receiver's RSS over the run;
+  `--workers` runs the receiver with that many processes (`glia serve --workers`), each count in turn.
 - one-span requests (what every job exporting without a collector sends): requests/s of unique one-span protobuf
   requests through the receiver versus the trivial-handler ceiling, a raw ASGI app answering 200 with an empty body
   in one uvicorn process, both hit in turn by the same fast client (bench/loadgen.py: raw sockets, keep-alive, its
@@ -195,7 +197,11 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.samples.append(self.process.memory_info().rss)
+            try:
+                tree = [self.process, *self.process.children()]
+                self.samples.append(sum(p.memory_info().rss for p in tree))
+            except psutil.NoSuchProcess:
+                pass
             self.stop.wait(0.2)
 
 
@@ -255,8 +261,8 @@ def serve_trivial(port: int) -> None:
     uvicorn.run(trivial_app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def start_receiver(url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "GLIA_DATABASE_URL": url, "GLIA_LOG_LEVEL": "warning"}
+def start_receiver(url: str, port: int, workers: int = 1) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "GLIA_DATABASE_URL": url, "GLIA_LOG_LEVEL": "warning", "GLIA_WORKERS": str(workers)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "glia_otel._cli", "serve", "--port", str(port)],
         env=env,
@@ -324,6 +330,29 @@ def measure_one_span(url: str, args: argparse.Namespace, work: Path, round_: int
     return rate / best
 
 
+def measure_batches(
+    url: str, args: argparse.Namespace, bodies: list[bytes], rows: int, workers: int
+) -> tuple[float, list[float]]:
+    """Spans/s of the receiver (`workers` processes) storing `bodies`, and its RSS samples in MiB (with workers:
+    the parent's and its workers' summed); every span is counted in PostgreSQL, then the table is emptied."""
+    asyncio.run(_checkpoint(url))  # as the baseline does
+    proc = start_receiver(url, args.port, workers)
+    try:
+        endpoint = f"http://127.0.0.1:{args.port}"
+        sampler = RssSampler(proc.pid)
+        sampler.start()
+        seconds = asyncio.run(post_all(endpoint + "/v1/traces", bodies, args.concurrency))
+        sampler.stop.set()
+        sampler.join()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    stored = asyncio.run(_count(url))
+    assert stored == rows, f"stored {stored} spans, expected {rows}"
+    asyncio.run(_truncate(url))
+    return rows / seconds, [s / 2**20 for s in sampler.samples] or [0.0]
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
     import socket
 
@@ -348,6 +377,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections, one-span case")
     parser.add_argument("--rounds", type=int, default=2, help="one-span measurements, each beside its ceiling")
     parser.add_argument("--only", choices=("batches", "one-span", "live"))
+    parser.add_argument(
+        "--workers", type=int, action="append", help="receiver processes for the batches (repeatable; default 1)"
+    )
     parser.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_trivial:
@@ -373,42 +405,26 @@ def main() -> None:
         if args.only == "one-span":
             return
         print(f"batches: {args.spans} spans a measurement")
-        header = f"{'path':<34}{'spans/s':>10}{'vs COPY':>9}{'RSS start':>11}{'max 1st half':>14}{'max 2nd half':>14}"
+        header = f"{'path':<44}{'spans/s':>10}{'vs COPY':>9}{'RSS start':>11}{'max 1st half':>14}{'max 2nd half':>14}"
         print(header)
         print("-" * len(header))
         # context: the same COPY into a plain table with no index and no partitions
         asyncio.run(_plain_table(url))
         rows, plain_seconds = asyncio.run(copy_baseline(url, make_batches(args.spans, 8192, seed=1), "spans_plain"))
-        print(f"{'asyncpg COPY, unindexed table':<34}{rows / plain_seconds:>10,.0f}   (context, not the baseline)")
+        print(f"{'asyncpg COPY, unindexed table':<44}{rows / plain_seconds:>10,.0f}   (context, not the baseline)")
         for batch in batches:
             bodies = make_batches(args.spans, batch, seed=batch)
             rows, copy_seconds = asyncio.run(copy_baseline(url, bodies))
             copy_rate = rows / copy_seconds
-            print(f"{f'asyncpg COPY (the same {rows} rows)':<34}{copy_rate:>10,.0f}{'1.00':>9}")
-
-            asyncio.run(_checkpoint(url))  # as the baseline does
-            proc = start_receiver(url, args.port)
-            try:
-                endpoint = f"http://127.0.0.1:{args.port}"
-                sampler = RssSampler(proc.pid)
-                sampler.start()
-                seconds = asyncio.run(post_all(endpoint + "/v1/traces", bodies, args.concurrency))
-                sampler.stop.set()
-                sampler.join()
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-            stored = asyncio.run(_count(url))
-            assert stored == rows, f"stored {stored} spans, expected {rows}"
-            rate = rows / seconds
-            # flat RSS: the second half of the run peaks no higher than the first
-            mib = [s / 2**20 for s in sampler.samples] or [0.0]
-            half = max(1, len(mib) // 2)
-            print(
-                f"{f'receiver, {batch} spans/request':<34}{rate:>10,.0f}{rate / copy_rate:>9.2f}"
-                f"{mib[0]:>9.0f}Mi{max(mib[:half]):>12.0f}Mi{max(mib[half:] or mib):>12.0f}Mi"
-            )
-            asyncio.run(_truncate(url))
+            print(f"{f'asyncpg COPY (the same {rows} rows)':<44}{copy_rate:>10,.0f}{'1.00':>9}")
+            for workers in args.workers or [1]:
+                rate, mib = measure_batches(url, args, bodies, rows, workers)
+                half = max(1, len(mib) // 2)  # flat RSS: the second half of the run peaks no higher than the first
+                label = f"receiver, {batch} spans/request" + (f", {workers} workers" if workers > 1 else "")
+                print(
+                    f"{label:<44}{rate:>10,.0f}{rate / copy_rate:>9.2f}"
+                    f"{mib[0]:>9.0f}Mi{max(mib[:half]):>12.0f}Mi{max(mib[half:] or mib):>12.0f}Mi"
+                )
         print(f"\n(receiver: {args.concurrency} concurrent clients, gzip bodies, every span counted in PostgreSQL)")
     finally:
         pg.stop()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -23,9 +24,7 @@ log = logging.getLogger("glia.serve")
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
-        key: value
-        for key, value in vars(args).items()
-        if value is not None and key in Settings.model_fields
+        key: value for key, value in vars(args).items() if value is not None and key in Settings.model_fields
     }
     return Settings(**overrides)
 
@@ -62,6 +61,9 @@ def serve_main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, help="port to listen on (default 4318, the OTLP/HTTP port)")
     database_options(parser)
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--workers", type=int, help="receiver processes on the one port (default 1; one a core for large ingest)"
+    )
     args = parser.parse_args(argv)
     settings = _settings(args)
     logs.setup(settings.log_level)
@@ -88,6 +90,8 @@ def serve_main(argv: list[str]) -> int:
 
             def give_up(reason: str) -> None:
                 given_up.append(reason)
+                if settings.workers > 1:
+                    os.kill(os.getpid(), signal.SIGTERM)  # wakes the supervising main thread, which stops them
                 server.should_exit = True
 
             stack.callback(embedded.supervise(settings.embedded_restarts, give_up).stop)
@@ -96,9 +100,18 @@ def serve_main(argv: list[str]) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
         # What is alive now (the modules, the application) lives as long as the process: out of the collector's
         # sight, it is not traversed again by every full collection the requests' garbage sets off (about 8% of
-        # the CPU of one-span requests, docs/benchmarks.md).
+        # the CPU of one-span requests, docs/benchmarks.md), and forked workers share it unwritten.
         gc.collect()
         gc.freeze()
+        if settings.workers > 1:
+            from .workers import Workers
+
+            workers = Workers(config, settings.workers)
+            code = workers.run(config.bind_socket())
+            if given_up or workers.failed:
+                print(f"glia serve: {given_up[0] if given_up else workers.failed}", file=sys.stderr)
+                return 1
+            return code
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         if given_up:

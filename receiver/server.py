@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import resource
+import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
@@ -65,10 +67,43 @@ def _plain_response(status: str, message: str, extra: str = "") -> bytes:
     return head.encode() + body
 
 
+class ConnectionShare:
+    """Open connections per worker of `glia serve --workers`, in memory the workers share (an anonymous mapping made
+    before they are forked: one slot each, written only by its worker).
+
+    Workers accept from one socket, and whichever is woken first takes every connection waiting: four collector
+    connections opened at once could all land on one worker while the other idles. A worker holding more than
+    its share (the total over the workers, rounded up) answers its next request with `connection: close`, as
+    nginx does after `keepalive_requests`; the client opens a new connection, which the less busy worker is the
+    likelier to take. A balanced set of connections is never closed."""
+
+    def __init__(self, workers: int) -> None:
+        self.memory = mmap.mmap(-1, 8 * workers)
+        self.workers = workers
+        self.index = 0
+
+    def count_at(self, index: int) -> int:
+        """The connections worker `index` holds open."""
+        return int(struct.unpack_from("q", self.memory, 8 * index)[0])
+
+    def add_at(self, index: int, delta: int) -> None:
+        struct.pack_into("q", self.memory, 8 * index, self.count_at(index) + delta)
+
+    def add(self, delta: int) -> None:
+        """Count a connection this worker opened (1) or closed (-1)."""
+        self.add_at(self.index, delta)
+
+    def over(self) -> bool:
+        """Whether this worker holds more than its share of the connections."""
+        total = sum(self.count_at(i) for i in range(self.workers))
+        return self.count_at(self.index) > -(-total // self.workers)
+
+
 class BoundedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol (what `http="auto"` picks with uvicorn[standard]) with the bounds above."""
 
     limits: ClassVar[EdgeLimits]
+    share: ClassVar[ConnectionShare | None] = None  # set in each worker of `glia serve --workers`
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,6 +116,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._closing = False  # answered by this protocol: what still arrives is read and dropped
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._shared = False  # counted in `share`
 
     # --- connection --------------------------------------------------------------------------------------------
 
@@ -89,11 +125,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             self._refuse_busy()
             return
+        if self.share is not None:
+            self.share.add(1)
+            self._shared = True
         self._waiting = True
         self._progress = self.loop.time()
         self._arm(self.limits.idle_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._shared and self.share is not None:
+            self.share.add(-1)
+            self._shared = False
         for timer in (self._idle_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
@@ -125,6 +167,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._headers_done = True
         super().on_headers_complete()
+        if self.share is not None and self.cycle is not None and self.share.over():
+            self.cycle.keep_alive = False  # answered with `connection: close`, then closed (ConnectionShare)
 
     def on_message_complete(self) -> None:
         self._waiting = self._begun = self._headers_done = False

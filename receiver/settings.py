@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(default=4318, ge=0, le=65535)
+    # Receiver processes sharing the port (receiver/workers.py): one process's decode and flatten use one core.
+    workers: int = Field(default=1, ge=1, le=64)
     data_dir: Path = Field(default_factory=default_data_dir)
     # A dead embedded PostgreSQL is restarted this often within 10 minutes, then `glia serve` exits non-zero.
     embedded_restarts: int = Field(default=3, ge=0)

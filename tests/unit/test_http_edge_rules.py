@@ -11,6 +11,7 @@ import pytest
 from receiver.guard import _VERDICTS as VERDICTS
 from receiver.guard import HostRule, content_security_policy, host_name, is_loopback
 from receiver.ratelog import MAX_ADDRESSES, OTHERS, RateLimitedLog
+from receiver.server import ConnectionShare
 from receiver.settings import Settings
 
 
@@ -110,3 +111,21 @@ def test_rate_limited_log_is_bounded_in_addresses(caplog: pytest.LogCaptureFixtu
             limited.warning(f"2001:db8::{i:x}", "refused %d", i)
     assert len(limited._windows) == MAX_ADDRESSES + 1 and OTHERS in limited._windows
     assert len(caplog.records) == MAX_ADDRESSES + 1
+
+
+def test_a_worker_over_its_share_of_connections_says_so() -> None:
+    share = ConnectionShare(2)  # the memory two forked workers would share; here both slots are ours to move
+    for _ in range(3):
+        share.add_at(0, 1)
+    share.add_at(1, 1)
+    share.index = 0
+    assert share.over()  # 3 of 4: over the share of 2
+    share.index = 1
+    assert not share.over()
+    share.add_at(0, -1)
+    share.add(1)  # 2 and 2: balanced, nobody is asked to reconnect
+    assert share.count_at(1) == 2 and not share.over()
+    share.index = 0
+    assert not share.over()
+    share.add_at(1, -1)  # 2 and 1: a share of 2 rounded up, so none is over
+    assert not share.over()
