@@ -432,12 +432,16 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _plain_table(url: str) -> None:
+async def _execute(url: str, statement: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("CREATE TABLE IF NOT EXISTS spans_plain (LIKE spans INCLUDING DEFAULTS)")
+        await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def _plain_table(url: str) -> None:
+    await _execute(url, "CREATE TABLE IF NOT EXISTS spans_plain (LIKE spans INCLUDING DEFAULTS)")
 
 
 async def _count(url: str) -> int:
@@ -459,19 +463,11 @@ async def _count_ended(url: str) -> tuple[int, int]:
 
 
 async def _checkpoint(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
+    await _execute(url, "CHECKPOINT")
 
 
 async def _truncate(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute("TRUNCATE spans")
-    finally:
-        await conn.close()
+    await _execute(url, "TRUNCATE spans")
 
 
 if __name__ == "__main__":
