@@ -29,6 +29,8 @@ log = logging.getLogger("glia.serve")
 
 # What a worker exits with when its server never started (its lifespan failed): restarting it would only fail again.
 EXIT_NOT_STARTED = 3
+# How often the parent looks for a worker that exited.
+POLL_SECONDS = 0.2
 # After the workers are told to stop: how long they have before they are killed (uvicorn's graceful timeout + 5 s).
 STOP_MARGIN_SECONDS = 5.0
 
@@ -53,10 +55,8 @@ class Workers:
             for slot in range(self.count):
                 self._fork(sock, slot)
             while True:
-                pid, status = os.wait()
-                began = self.started.pop(pid, None)
-                if began is None:
-                    continue
+                pid, status = self._next_exit()
+                began = self.started.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
                 if code == EXIT_NOT_STARTED:
                     self.failed = f"worker {pid} could not start (after {time.monotonic() - began:.1f} s)"
@@ -69,6 +69,17 @@ class Workers:
             return 0
         finally:
             self._stop()
+
+    def _next_exit(self) -> tuple[int, int]:
+        """(pid, wait status) of the next worker to exit. Only the workers are waited for, by pid: the process may
+        have other children (pg_ctl, and the embedded postmaster it reaps as a subreaper) whose exits are not ours
+        to collect."""
+        while True:
+            for pid in self.started:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return done, status
+            time.sleep(POLL_SECONDS)
 
     def _fork(self, sock: socket.socket, slot: int) -> None:
         pid = os.fork()
