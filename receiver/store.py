@@ -433,8 +433,9 @@ class Store:
         *,
         clear: bool = True,
     ) -> BaseException | None:
-        """COPY + upsert `records` under a savepoint: None when they are stored, else what refused them (a failure
-        that is the database's, not the rows', is raised)."""
+        """Store `records` under a savepoint, by the direct COPY when the table's backoff allows and they are all
+        new, else by COPY into the staging table + upsert: None when they are stored, else what refused them (a
+        failure that is the database's, not the rows', is raised)."""
         if self._direct[table.name].ready():
             savepoint = conn.transaction()  # rolled back if the direct COPY is refused
             await savepoint.start()
