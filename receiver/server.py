@@ -69,7 +69,8 @@ def _plain_response(status: str, message: str, extra: str = "") -> bytes:
 
 class ConnectionShare:
     """Open connections per worker of `glia serve --workers`, in memory the workers share (an anonymous mapping made
-    before they are forked: one slot each, written only by its worker).
+    before they are forked: one slot each, written by its worker, and cleared by the parent when it replaces the
+    worker after its death).
 
     Workers accept from one socket, and whichever is woken first takes every connection waiting: four collector
     connections opened at once could all land on one worker while the other idles. A worker holding more than
