@@ -44,8 +44,7 @@ class Workers:
         self.config = config
         self.count = count
         self.share = ConnectionShare(count)
-        self.slots: dict[int, int] = {}  # pid -> its slot in `share`
-        self.started: dict[int, float] = {}  # pid -> monotonic time of its start
+        self.started: dict[int, tuple[int, float]] = {}  # pid -> its slot in `share`, the monotonic time it started
         self.failed: str | None = None  # why the workers were stopped, when it was not asked for
 
     def run(self, sock: socket.socket) -> int:
@@ -56,13 +55,12 @@ class Workers:
                 self._fork(sock, slot)
             while True:
                 pid, status = self._next_exit()
-                began = self.started.pop(pid)
+                slot, began = self.started.pop(pid)
                 code = os.waitstatus_to_exitcode(status)
                 if code == EXIT_NOT_STARTED:
                     self.failed = f"worker {pid} could not start (after {time.monotonic() - began:.1f} s)"
                     return 1
                 log.warning("worker %d exited with %d; starting another", pid, code)
-                slot = self.slots.pop(pid)
                 self.share.add_at(slot, -self.share.count_at(slot))  # what the dead worker held is closed
                 self._fork(sock, slot)
         except KeyboardInterrupt:
@@ -98,8 +96,7 @@ class Workers:
             finally:
                 logging.shutdown()
                 os._exit(0 if server.started else EXIT_NOT_STARTED)
-        self.started[pid] = time.monotonic()
-        self.slots[pid] = slot
+        self.started[pid] = (slot, time.monotonic())
         log.info("started worker %d", pid)
 
     def _stop(self) -> None:
