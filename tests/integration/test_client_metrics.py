@@ -71,7 +71,10 @@ def test_long_command_exports_tree_samples_linked_to_it(tmp_path: Path, receiver
     assert len(points) >= 2, points
     assert all((p["trace_id"], p["span_id"]) == (run["trace_id"], run["span_id"]) for p in points)
     assert {p["service_instance_id"] for p in points} == {run["service_instance_id"]}
-    assert points[-1]["value"] > points[0]["value"]  # the tree's memory grew while the command ran
+    # the tree's memory grew while the command ran (to 150 MiB and the interpreter); the last sample may catch the
+    # interpreter freeing it all at exit, so it is the largest that is compared with the first
+    values = [p["value"] for p in points]
+    assert max(values) > values[0] + 50 * 1024 * 1024, values
 
 
 # --- timelines with the default ramp: a first sample 1 s in, then every second ------------------------------------
