@@ -79,7 +79,7 @@ def silent_endpoint() -> Iterator[str]:
 
 
 DEADLINE_S = 0.25
-SLACK_S = 0.15  # interpreter teardown on a loaded test machine
+SLACK_S = 0.15  # past the deadline: giving up the post and writing the spool, on a loaded test machine
 
 
 def _cost_with_nothing_to_wait_for(measure: Callable[[dict[str, str]], float], env: dict[str, str]) -> float:
@@ -125,7 +125,7 @@ def test_exit_is_bounded_by_the_deadline_and_the_run_is_spooled(tmp_path: Path, 
     proc = run_python(tmp_path, script, env)
     exited = time.monotonic()
     assert proc.returncode == 0, proc.stderr
-    # From the end of the script to the end of the process: the deadline plus interpreter teardown.
+    # From the end of the script to the end of the process, less the same with nothing to wait for: the deadline.
     added = exited - float(proc.stdout) - _cost_with_nothing_to_wait_for(_teardown(tmp_path, script), env)
     assert added < DEADLINE_S + SLACK_S, added
     assert len(_spooled(spool)) == 1
