@@ -79,7 +79,7 @@ def silent_endpoint() -> Iterator[str]:
 
 
 DEADLINE_S = 0.25
-SLACK_S = 0.15  # past the deadline: giving up the post and writing the spool, on a loaded test machine
+SLACK_S = 0.15  # past the deadline: noticing it and giving up the post, on a loaded test machine
 
 
 def _cost_with_nothing_to_wait_for(measure: Callable[[dict[str, str]], float], env: dict[str, str]) -> float:
